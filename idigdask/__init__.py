@@ -1,0 +1,61 @@
+"""idigdask: iDigBio specimen media to training-ready image arrays and CNNs, with Dask.
+
+The route the data takes, one module a stage::
+
+    catalog -> fetch -> decode -> store (build) -> feed -> train / evaluate / predict
+
+Public functions are imported lazily so that ``import idigdask`` stays fast: Keras,
+TensorFlow and s3fs load only when a function that needs them is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "read_catalog": "catalog",
+    "sample": "catalog",
+    "attach_labels": "catalog",
+    "search_media": "catalog",
+    "media_url": "catalog",
+    "make_sheets": "synthetic",
+    "build_dataset": "build",
+    "open_dataset": "store",
+    "read_ledger": "store",
+    "get_client": "cluster",
+    "train": "train",
+    "evaluate": "evaluate",
+    "predict": "predict",
+    "run_demo": "demo",
+}
+
+__all__ = sorted(_API) + ["UserError", "MediaError", "__version__"]
+
+from .errors import MediaError, UserError  # noqa: E402  (cheap, no heavy imports)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        module = importlib.import_module(f".{_API[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'idigdask' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .build import build_dataset
+    from .catalog import attach_labels, media_url, read_catalog, sample, search_media
+    from .cluster import get_client
+    from .demo import run_demo
+    from .evaluate import evaluate
+    from .predict import predict
+    from .store import open_dataset, read_ledger
+    from .synthetic import make_sheets
+    from .train import train

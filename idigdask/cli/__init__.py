@@ -1,0 +1,100 @@
+"""The ``idigdask`` command: a thin layer of argument parsing over the Python API.
+
+Each sub-command lives in a module of this package with two functions:
+``register(subparsers)`` adds its parser, and ``run(args) -> dict`` calls the public API
+and returns a summary. ``main`` prints that summary as text, or as JSON with ``--json``,
+and turns a :class:`~idigdask.errors.UserError` into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any, Sequence
+
+from ..errors import UserError
+
+#: Sub-command modules, in the order of the route the data takes.
+COMMANDS = ("synth", "catalog", "build", "ledger", "train", "evaluate", "predict", "demo")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # noqa: D102 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``idigdask`` command and all its sub-commands."""
+    from .. import __version__
+
+    parser = _Parser(prog="idigdask", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"idigdask {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f".{name}", __name__)
+        p = module.register(sub)
+        p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _print_text(summary: dict[str, Any], indent: str = "") -> None:
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            _print_text(value, indent + "  ")
+        else:
+            print(f"{indent}{key}: {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``idigdask`` command line and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        summary = args._run(args)
+    except UserError as exc:
+        print(f"idigdask {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"idigdask {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        _print_text(summary)
+    return 0
+
+
+def storage_options_arg(text: str | None) -> dict | None:
+    """Parse ``--storage-options`` JSON, reporting bad JSON as a user error."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--storage-options is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise UserError("--storage-options must be a JSON object")
+    return value
+
+
+def add_catalog_options(p: argparse.ArgumentParser) -> None:
+    """Options every command that reads a catalog shares with ``read_catalog``."""
+    p.add_argument("--format", dest="source_format", default=None,
+                   help="source kind: guoda, table, dwca, search (default: detected)")
+    p.add_argument("--url-column", default=None, help="column holding the media URL")
+    p.add_argument("--id-column", default=None, help="column holding a media identifier")
+    p.add_argument("--label-column", default=None, help="column holding the label")
+    p.add_argument("--storage-options", default=None, metavar="JSON",
+                   help="fsspec storage options for the source and store, as JSON")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
