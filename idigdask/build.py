@@ -1,0 +1,582 @@
+"""Build an image store from a catalog: the Dask wiring around the per-image core.
+
+The work is cut into *batches* of catalog rows (one task each, never one task per
+image) and batches into *waves*. A batch task fetches, decodes, resizes and hashes its
+rows on a worker (:func:`process_batch`) and keeps the pixels there. The driving
+process gathers only the small per-row metadata of a wave, decides duplicates and the
+position of every new image in catalog order, and then the workers write their own
+regions of the Zarr array. A wave ends by committing its ledger part; waves are
+pipelined, so the next wave is being fetched while the current one is written.
+
+Because positions depend only on catalog order and on what is already committed, a
+build that is killed at any moment and then resumed writes exactly the bytes an
+uninterrupted build would have written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .decode import decode_image
+from .errors import MediaError, UserError
+from .fetch import FetchOptions, classify_scheme, iter_fetch, redact
+from .hashing import NearDuplicateIndex, phash_hex, phash_int, sha256_hex, verify_hash
+from .store import LEDGER_COLUMNS, ImageStore, channel_stats, ledger_counts, read_ledger
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dask.dataframe as dd
+    from distributed import Client
+
+log = logging.getLogger(__name__)
+
+RESIZE_MODES = ("pad", "crop", "stretch")
+REMOTE_SCHEMES = ("http", "https", "s3")
+LOCAL_SCHEMES = ("file", "local", "memory")
+
+
+@dataclass
+class BuildOptions:
+    """How each image is fetched and turned into pixels.
+
+    Parameters
+    ----------
+    size : int
+        Side of the square output image, in pixels.
+    resize_mode : {"pad", "crop", "stretch"}
+        ``pad`` keeps the aspect ratio and letterboxes with ``pad_color``; ``crop``
+        takes the centre square; ``stretch`` ignores the aspect ratio.
+    pad_color : tuple of int
+        RGB colour of the letterbox.
+    max_pixels : int
+        Decompression-bomb limit: images with more pixels are refused.
+    verify_hashes : bool
+        Check ``hash_value`` where the record gives one; a mismatch fails the row.
+    allow_local : bool
+        Fetch ``file://`` URLs, local paths and ``memory://`` too.
+    fetch : FetchOptions
+        Timeouts, retries, concurrency, byte cap, storage options for the media.
+    """
+
+    size: int = 256
+    resize_mode: str = "pad"
+    pad_color: tuple[int, int, int] = (255, 255, 255)
+    max_pixels: int = 200_000_000
+    verify_hashes: bool = True
+    allow_local: bool = False
+    fetch: FetchOptions = field(default_factory=FetchOptions)
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise UserError(f"--resize-mode {self.resize_mode!r}: choose one of "
+                            f"{', '.join(RESIZE_MODES)}")
+        if not 8 <= int(self.size) <= 4096:
+            raise UserError(f"--size {self.size}: must be between 8 and 4096 pixels")
+
+    def scheme_allowed(self, scheme: str) -> bool:
+        return scheme in REMOTE_SCHEMES or (self.allow_local and scheme in LOCAL_SCHEMES)
+
+
+@dataclass
+class BatchResult:
+    """What one batch task returns: pixels of its ``ok`` rows and a ledger row per row."""
+
+    pixels: np.ndarray
+    ledger: pd.DataFrame
+
+
+def _first(values: Any) -> str:
+    if values is None or isinstance(values, float):
+        return ""
+    values = list(values)
+    return str(values[0]) if values else ""
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) \
+        or value is pd.NA else str(value)
+
+
+def process_batch(rows: pd.DataFrame, options: BuildOptions) -> BatchResult:
+    """Fetch, decode, resize and hash a batch of catalog rows.
+
+    Pure per-batch work for one Dask task: no shared state, every row accounted for.
+    Fetching keeps many requests in flight while the bodies that already arrived are
+    decoded, so a batch never holds more raw bytes than its requests in flight.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Rows of a normalized catalog (``media_uuid``, ``access_uri``, ``excluded``,
+        ``hash_function``, ``hash_value`` ...).
+    options : BuildOptions
+
+    Returns
+    -------
+    BatchResult
+        ``pixels`` of shape (n_ok, size, size, 3) uint8 and ``ledger`` with one row per
+        input row, in input order, ``pixel_index`` pointing into ``pixels`` (or -1).
+    """
+    n = len(rows)
+    size = options.size
+    out = {
+        "media_uuid": [_text(u) or "" for u in rows["media_uuid"]],
+        "access_uri": [redact(_text(u) or "") for u in rows["access_uri"]],
+        "status": ["excluded"] * n, "reason": [None] * n, "message": [None] * n,
+        "attempts": [0] * n, "nbytes": [0] * n, "seconds": [0.0] * n,
+        "sha256": [""] * n, "phash": [""] * n,
+        "source_width": [0] * n, "source_height": [0] * n, "pixel_index": [-1] * n,
+    }
+    excluded = rows["excluded"] if "excluded" in rows else pd.Series([None] * n)
+    wanted: list[int] = []
+    for i, (uri, why) in enumerate(zip(rows["access_uri"], excluded)):
+        why = _text(why)
+        if why:
+            out["reason"][i], out["message"][i] = why, "excluded by the catalog"
+            continue
+        scheme = classify_scheme(_text(uri) or "")
+        if not options.scheme_allowed(scheme):
+            out["reason"][i] = f"scheme_not_allowed:{scheme}"
+            out["message"][i] = ("local media need allow_local (--allow-local)"
+                                 if scheme in LOCAL_SCHEMES else
+                                 f"only {', '.join(REMOTE_SCHEMES)} URLs are fetched")
+            continue
+        wanted.append(i)
+
+    pixels = np.zeros((len(wanted), size, size, 3), np.uint8)
+    n_ok = 0
+    hash_functions = rows["hash_function"].tolist() if "hash_function" in rows else [None] * n
+    hash_values = rows["hash_value"].tolist() if "hash_value" in rows else [None] * n
+    uris = [str(rows["access_uri"].iloc[i]) for i in wanted]
+    for j, result in iter_fetch(uris, options.fetch):
+        i = wanted[j]
+        out["attempts"][i], out["nbytes"][i] = result.attempts, result.nbytes
+        out["seconds"][i] = round(result.seconds, 4)
+        if result.status != "ok":
+            out["status"][i], out["reason"][i], out["message"][i] = \
+                "failed", result.reason, result.message
+            continue
+        data = result.data
+        started = time.perf_counter()
+        try:
+            digest = sha256_hex(data)
+            if options.verify_hashes and verify_hash(
+                    data, _text(hash_functions[i]), _text(hash_values[i])) is False:
+                raise MediaError("hash_mismatch", f"{_text(hash_functions[i])} of the "
+                                 f"bytes is not the record's {_text(hash_values[i])}")
+            decoded = decode_image(data, size, resize_mode=options.resize_mode,
+                                   pad_color=options.pad_color,
+                                   max_pixels=options.max_pixels)
+        except MediaError as exc:
+            out["status"][i], out["reason"][i], out["message"][i] = \
+                "failed", exc.reason, redact(exc.message)
+            continue
+        finally:
+            out["seconds"][i] = round(out["seconds"][i] + time.perf_counter() - started, 4)
+        pixels[n_ok] = decoded.pixels
+        out["status"][i] = "ok"
+        out["sha256"][i] = digest
+        out["phash"][i] = phash_hex(decoded.pixels)
+        out["source_width"][i] = decoded.source_width
+        out["source_height"][i] = decoded.source_height
+        out["pixel_index"][i] = n_ok
+        n_ok += 1
+    return BatchResult(pixels=pixels[:n_ok].copy(), ledger=pd.DataFrame(out))
+
+
+# -- the driver ------------------------------------------------------------------------
+
+@dataclass
+class BuildResult:
+    """Summary of a build: where the store is, and the ledger's counts."""
+
+    store: str
+    counts: dict[str, Any]
+    images: int
+    seconds: float
+    processed: int
+
+    def summary(self) -> dict[str, Any]:
+        rate = self.processed / self.seconds if self.seconds else 0.0
+        return {"store": redact(self.store), "images": self.images,
+                "processed_rows": self.processed, "seconds": round(self.seconds, 2),
+                "rows_per_s": round(rate, 2), **self.counts}
+
+
+def _ledger_of(result: BatchResult) -> pd.DataFrame:
+    return result.ledger
+
+
+def _write_segment(store: str, storage_options: dict | None, start: int,
+                   selection: list[tuple[int, int]], *results: BatchResult) -> int:
+    """Gather the pixels of one chunk-aligned segment from batch results and write them."""
+    from .store import write_images
+
+    pixels = np.stack([results[b].pixels[p] for b, p in selection])
+    return write_images(store, storage_options, start, pixels)
+
+
+@dataclass
+class _Dedup:
+    """Exact (sha256) and near (pHash) duplicate index over the committed images."""
+
+    distance: int
+    exact: dict[str, str] = field(default_factory=dict)
+    near: NearDuplicateIndex | None = None
+
+    def __post_init__(self) -> None:
+        self.near = NearDuplicateIndex(self.distance) if self.distance >= 0 else None
+
+    def find(self, sha: str, phash: str) -> tuple[str, str] | None:
+        if sha in self.exact:
+            return self.exact[sha], "exact"
+        if self.near is not None and phash:
+            key = self.near.find(phash_int(phash))
+            if key is not None:
+                return key, "near"
+        return None
+
+    def add(self, sha: str, phash: str, uuid: str) -> None:
+        self.exact.setdefault(sha, uuid)
+        if self.near is not None and phash:
+            self.near.add(phash_int(phash), uuid)
+
+
+def _row_keys(part: pd.DataFrame, offset: int) -> pd.Series:
+    """Ledger key of each catalog row: its media uuid, or a position for repeats."""
+    rows = np.arange(offset, offset + len(part))
+    uuid = part["media_uuid"].astype(object).where(part["media_uuid"].notna(), None)
+    excluded = part["excluded"] if "excluded" in part else pd.Series([None] * len(part))
+    keys = []
+    for u, why, r in zip(uuid, excluded, rows):
+        if not u or (_text(why) or "").startswith("duplicate_media_uuid"):
+            keys.append(f"{u or 'row'}#{r}")
+        else:
+            keys.append(str(u))
+    return pd.Series(keys, index=part.index)
+
+
+def _label_kind(catalog: "dd.DataFrame") -> str | None:
+    if "label" not in catalog.columns:
+        return None
+    dtype = catalog["label"].dtype
+    return "int" if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype) \
+        else "str"
+
+
+def _label_values(values: pd.Series, kind: str) -> np.ndarray:
+    if kind == "int":
+        return pd.to_numeric(values, errors="coerce").fillna(-1).astype("int64").to_numpy()
+    return np.array([_text(v) or "" for v in values], dtype=object)
+
+
+class _Builder:
+    """State of one build run: the store, the committed count, the dedup index."""
+
+    def __init__(self, client: "Client", store: ImageStore, options: BuildOptions, *,
+                 label_kind: str | None, dedup: bool, keep_duplicates: bool,
+                 phash_distance: int, run: int, committed: pd.DataFrame, progress,
+                 batch_size: int, chunk_size: int):
+        self.client, self.store, self.options = client, store, options
+        self.batch_size, self.chunk_size = batch_size, chunk_size
+        self.label_kind = label_kind
+        self.dedup_enabled, self.keep_duplicates = dedup, keep_duplicates
+        self.dedup = _Dedup(phash_distance if dedup else -1)
+        self.run, self.wave = run, 0
+        self.progress = progress
+        ok = committed[committed["status"] == "ok"].sort_values("image_index")
+        self.n_images = len(ok)
+        if dedup:
+            for sha, ph, uuid in zip(ok["sha256"], ok["phash"], ok["media_uuid"]):
+                self.dedup.add(sha, ph, uuid)
+        self.processed = 0
+
+    def submit(self, rows: pd.DataFrame) -> list:
+        """Start the batch tasks of a wave; pixels stay on the workers."""
+        from dask.base import tokenize
+
+        futures = []
+        batch = self.batch_size
+        for start in range(0, len(rows), batch):
+            chunk = rows.iloc[start:start + batch]
+            key = f"process_batch-{tokenize(chunk, self.options)}"
+            futures.append(self.client.submit(process_batch, chunk, self.options,
+                                              key=key, pure=False))
+        return futures
+
+    def commit(self, rows: pd.DataFrame, futures: list) -> None:
+        """Gather a wave's metadata, place its new images, write them, commit the ledger."""
+        metas = self.client.gather([self.client.submit(_ledger_of, f) for f in futures])
+        ledger = pd.concat(metas, ignore_index=True)
+        batch_of = np.repeat(np.arange(len(metas)), [len(m) for m in metas])
+        ledger["duplicate_of"] = None
+        image_index = np.full(len(ledger), -1, dtype="int64")
+        selection: list[tuple[int, int]] = []
+        for i in np.flatnonzero(ledger["status"].to_numpy() == "ok"):
+            sha, ph, uuid = ledger.at[i, "sha256"], ledger.at[i, "phash"], ledger.at[i, "media_uuid"]
+            found = self.dedup.find(sha, ph) if self.dedup_enabled else None
+            if found is not None:
+                ledger.at[i, "duplicate_of"] = found[0]
+                if not self.keep_duplicates:
+                    ledger.at[i, "status"] = "duplicate"
+                    ledger.at[i, "reason"] = found[1]
+                    ledger.at[i, "message"] = f"{found[1]} duplicate of {found[0]}"
+                    continue
+            self.dedup.add(sha, ph, uuid)
+            image_index[i] = self.n_images + len(selection)
+            selection.append((int(batch_of[i]), int(ledger.at[i, "pixel_index"])))
+        ledger["image_index"] = image_index
+        self._write(rows, ledger, selection, futures)
+        ledger["row_key"] = rows["_row_key"].to_numpy()
+        ledger["catalog_row"] = rows["_catalog_row"].to_numpy()
+        ledger["run"], ledger["wave"] = self.run, self.wave
+        self.store.write_ledger(ledger[LEDGER_COLUMNS], self.run, self.wave)
+        self.n_images += len(selection)
+        self.wave += 1
+        self.processed += len(rows)
+        self.progress.update(len(rows))
+        self.client.cancel(futures)
+
+    def _write(self, rows: pd.DataFrame, ledger: pd.DataFrame,
+               selection: list[tuple[int, int]], futures: list) -> None:
+        if not selection:
+            return
+        start, k = self.n_images, len(selection)
+        self.store.resize(start + k)
+        chunk = self.chunk_size
+        writes, pos = [], 0
+        while pos < k:
+            # one task per chunk-aligned segment: no two tasks write the same chunk
+            end = min(k, ((start + pos) // chunk + 1) * chunk - start)
+            seg = selection[pos:end]
+            used = sorted({b for b, _ in seg})
+            remap = {b: n for n, b in enumerate(used)}
+            writes.append(self.client.submit(
+                _write_segment, self.store.url, self.store.storage_options, start + pos,
+                [(remap[b], p) for b, p in seg], *[futures[b] for b in used], pure=False))
+            pos = end
+        ok = ledger["image_index"].to_numpy() >= 0
+        chosen = rows.iloc[np.flatnonzero(ok)]
+        coords = {
+            "media_uuid": ledger.loc[ok, "media_uuid"].to_numpy(dtype=object),
+            "record_uuid": np.array([_first(v) for v in chosen["record_uuids"]], dtype=object)
+            if "record_uuids" in chosen else np.array([""] * k, dtype=object),
+            "access_uri": ledger.loc[ok, "access_uri"].to_numpy(dtype=object),
+            "sha256": ledger.loc[ok, "sha256"].to_numpy(dtype=object),
+            "phash": ledger.loc[ok, "phash"].to_numpy(dtype=object),
+            "source_width": ledger.loc[ok, "source_width"].to_numpy(dtype="int64"),
+            "source_height": ledger.loc[ok, "source_height"].to_numpy(dtype="int64"),
+        }
+        if self.label_kind:
+            coords["label"] = _label_values(chosen["label"], self.label_kind)
+        self.client.gather(writes)
+        self.store.write_coords(start, coords)
+
+
+def _as_catalog(catalog: Any, storage_options: dict | None,
+                catalog_options: dict[str, Any]) -> tuple["dd.DataFrame", str, bool]:
+    """Return (dask dataframe, source description, whether the catalog is local)."""
+    import dask.dataframe as dd
+
+    from .catalog import read_catalog
+
+    if isinstance(catalog, pd.DataFrame):
+        return dd.from_pandas(catalog, npartitions=max(1, len(catalog) // 100_000)), \
+            "<pandas.DataFrame>", True
+    if isinstance(catalog, dd.DataFrame):
+        return catalog, "<dask.DataFrame>", True
+    source = str(catalog)
+    ddf = read_catalog(source, storage_options=storage_options, **catalog_options)
+    return ddf, redact(source), classify_scheme(source) in ("file", "local")
+
+
+def build_dataset(
+    catalog: Any,
+    store: str,
+    *,
+    size: int = 256,
+    resize_mode: str = "pad",
+    pad_color: tuple[int, int, int] = (255, 255, 255),
+    storage_options: dict | None = None,
+    media_storage_options: dict | None = None,
+    catalog_options: dict[str, Any] | None = None,
+    chunk_size: int = 64,
+    batch_size: int = 32,
+    wave_batches: int | None = None,
+    timeout: float = 30.0,
+    retries: int = 4,
+    concurrency: int = 32,
+    per_host: int = 8,
+    max_bytes: int = 64 * 2**20,
+    max_pixels: int = 200_000_000,
+    verify_hashes: bool = True,
+    dedup: bool = True,
+    phash_distance: int = 4,
+    keep_duplicates: bool = False,
+    retry_failed: bool = True,
+    allow_local: bool | None = None,
+    client: "Client | None" = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    progress: bool | None = None,
+) -> BuildResult:
+    """Build (or resume, or extend) a chunked Zarr image store from a media catalog.
+
+    Parameters
+    ----------
+    catalog : str or DataFrame
+        Anything :func:`idigdask.read_catalog` takes, or a normalized catalog as a
+        pandas or Dask DataFrame.
+    store : str
+        Local path or fsspec URL of the store (``s3://bucket/x.zarr``). An existing
+        store is resumed: rows already ``ok`` or ``duplicate`` are not fetched again,
+        new rows are appended.
+    size, resize_mode, pad_color
+        Output geometry, see :class:`BuildOptions`.
+    storage_options : dict, optional
+        fsspec options for the store and the catalog (and the media, unless
+        ``media_storage_options`` is given).
+    media_storage_options : dict, optional
+        fsspec options for fetching the media.
+    catalog_options : dict, optional
+        Extra keyword arguments of :func:`~idigdask.read_catalog` (``url_column``,
+        ``id_column``, ``label_column``, ``format``) when ``catalog`` is a source.
+    chunk_size : int
+        Images per Zarr chunk along ``image``.
+    batch_size : int
+        Catalog rows per task.
+    wave_batches : int, optional
+        Batches per committed wave (default: four per worker thread).
+    timeout, retries, concurrency, per_host, max_bytes
+        Fetch settings, see :class:`~idigdask.fetch.FetchOptions`.
+    max_pixels : int
+        Decompression-bomb limit.
+    verify_hashes : bool
+        Verify ``hash_value`` of the record against the bytes.
+    dedup, phash_distance, keep_duplicates
+        Exact byte duplicates, and near duplicates within ``phash_distance`` bits of
+        pHash, are marked ``duplicate`` of the first and not stored, unless
+        ``keep_duplicates``.
+    retry_failed : bool
+        On an existing store, fetch rows that failed before again.
+    allow_local : bool, optional
+        Fetch local files (``file://``, paths, ``memory://``). Default: only when the
+        catalog itself is local or an in-memory DataFrame.
+    client, scheduler, n_workers
+        Where to run, see :func:`idigdask.get_client`.
+    progress : bool, optional
+        Show a progress bar (default: when stderr is a terminal).
+
+    Returns
+    -------
+    BuildResult
+        ``counts`` are the ledger's, adding up to the catalog's rows.
+    """
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from .cluster import get_client
+
+    started = time.perf_counter()
+    ddf, source, local_catalog = _as_catalog(catalog, storage_options, catalog_options or {})
+    fetch_options = FetchOptions(
+        timeout=timeout, retries=retries, concurrency=concurrency, per_host=per_host,
+        max_bytes=max_bytes,
+        storage_options=media_storage_options if media_storage_options is not None
+        else storage_options)
+    options = BuildOptions(size=size, resize_mode=resize_mode, pad_color=tuple(pad_color),
+                           max_pixels=max_pixels, verify_hashes=verify_hashes,
+                           allow_local=local_catalog if allow_local is None else allow_local,
+                           fetch=fetch_options)
+    if chunk_size < 1 or batch_size < 1:
+        raise UserError("--chunk-size and --batch-size must be at least 1")
+
+    target = ImageStore(str(store), storage_options)
+    target.check_writable()
+    label_kind = _label_kind(ddf)
+    if target.exists():
+        attrs = target.attrs
+        if attrs.get("size") != size or attrs.get("resize_mode") != resize_mode:
+            raise UserError(f"{redact(str(store))} was built with size {attrs.get('size')} "
+                            f"and resize mode {attrs.get('resize_mode')!r}; build into a new "
+                            "store to change them")
+        chunk_size = int(attrs.get("chunk_size", chunk_size))
+        label_kind = label_kind if "label" in target.array_names() else None
+        committed = read_ledger(str(store), storage_options)
+    else:
+        target.create(size=size, chunk_size=chunk_size, label_kind=label_kind, attrs={
+            "resize_mode": resize_mode, "pad_color": list(pad_color),
+            "catalog_source": source, "idigdask_version": __version__})
+        committed = read_ledger(str(store), storage_options)
+    done_status = {"ok", "duplicate"} | (set() if retry_failed else {"failed"})
+    done = set(committed.loc[committed["status"].isin(done_status), "row_key"])
+    n_committed = int((committed["status"] == "ok").sum())
+    if target.length() != n_committed:
+        log.info("store holds %d images past the last commit; truncating to %d",
+                 target.length() - n_committed, n_committed)
+        target.truncate(n_committed)
+
+    show = sys.stderr.isatty() if progress is None else progress
+    with get_client(client, scheduler=scheduler, n_workers=n_workers) as dask_client, \
+            tqdm(desc="build", unit="row", disable=not show) as bar:
+        threads = sum(dask_client.nthreads().values()) or 1
+        builder = _Builder(dask_client, target, options, label_kind=label_kind, dedup=dedup,
+                           keep_duplicates=keep_duplicates, phash_distance=phash_distance,
+                           run=target.next_run(), committed=committed, progress=bar,
+                           batch_size=batch_size, chunk_size=chunk_size)
+        wave_rows = batch_size * (wave_batches or 4 * threads)
+        in_flight: deque = deque()
+        for rows in _waves(dask_client, ddf, done, wave_rows, bar):
+            in_flight.append((rows, builder.submit(rows)))
+            if len(in_flight) > 1:  # keep one wave fetching while the previous is written
+                builder.commit(*in_flight.popleft())
+        while in_flight:
+            builder.commit(*in_flight.popleft())
+        mean, std = channel_stats(str(store), storage_options)
+    ledger = read_ledger(str(store), storage_options)
+    counts = ledger_counts(ledger)
+    target.update_attrs({"channel_mean": mean, "channel_std": std,
+                         "images": builder.n_images, "ledger_rows": counts["rows"]})
+    return BuildResult(store=str(store), counts=counts, images=builder.n_images,
+                       seconds=time.perf_counter() - started, processed=builder.processed)
+
+
+def _waves(client: "Client", ddf: "dd.DataFrame", done: set, wave_rows: int, bar):
+    """Yield waves of catalog rows still to do, in catalog order.
+
+    Catalog partitions are read one at a time (the next one is already being read on
+    the cluster), so a catalog of millions of rows never sits in one process.
+    """
+    offset = 0
+    pending = client.compute(ddf.get_partition(0)) if ddf.npartitions else None
+    buffer: list[pd.DataFrame] = []
+    buffered = 0
+    for index in range(ddf.npartitions):
+        part = pending.result()
+        pending = client.compute(ddf.get_partition(index + 1)) \
+            if index + 1 < ddf.npartitions else None
+        if "excluded" not in part:
+            part = part.assign(excluded=None)
+        part = part.assign(_row_key=_row_keys(part, offset).to_numpy(),
+                           _catalog_row=np.arange(offset, offset + len(part)))
+        offset += len(part)
+        todo = part[~part["_row_key"].isin(done)]
+        bar.update(len(part) - len(todo))
+        while len(todo):
+            take = todo.iloc[:wave_rows - buffered]
+            todo = todo.iloc[len(take):]
+            buffer.append(take)
+            buffered += len(take)
+            if buffered >= wave_rows:
+                yield pd.concat(buffer)
+                buffer, buffered = [], 0
+    if buffer:
+        yield pd.concat(buffer)

@@ -1,0 +1,39 @@
+"""``idigdask demo``: the main job on synthetic sheets, with no network and no arguments."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..errors import UserError
+
+
+def register(sub) -> argparse.ArgumentParser:
+    from ..demo import DEFAULTS
+
+    p = sub.add_parser("demo", help="synthetic sheets -> store -> CNN -> held-out report",
+                       description=__doc__)
+    p.add_argument("-o", "--output", default="idigdask-demo", help="output folder (idigdask-demo)")
+    p.add_argument("-n", type=int, default=DEFAULTS["n"], help=f"sheets ({DEFAULTS['n']})")
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
+                   help=f"maximum epochs ({DEFAULTS['epochs']})")
+    p.add_argument("--size", type=int, default=DEFAULTS["size"],
+                   help=f"image side for the store and the network ({DEFAULTS['size']})")
+    p.add_argument("--model", default="smithsonian", help="model name (smithsonian)")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--workers", type=int, default=None, help="Dask workers (one per core)")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from ..demo import run_demo
+
+    if args.n < 20:
+        raise UserError("-n must be at least 20 so that every split holds both classes")
+    if args.epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    # progress goes to stderr so that --json output stays clean on stdout
+    return run_demo(args.output, n=args.n, epochs=args.epochs, size=args.size,
+                    model=args.model, seed=args.seed, n_workers=args.workers,
+                    say=lambda line: print(line, file=sys.stderr, flush=True))

@@ -1,0 +1,124 @@
+"""Where the work runs: the caller's Dask client, an existing scheduler, or a local cluster.
+
+idigdask respects the caller's cluster: if a :class:`distributed.Client` is current it is
+used as is; ``scheduler=`` joins an existing scheduler; otherwise a
+:class:`distributed.LocalCluster` sized to the machine is started for the duration of
+the call. HPC batch systems come through dask-jobqueue (``hpc`` extra), see
+:func:`slurm_cluster`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from distributed import Client
+
+log = logging.getLogger(__name__)
+
+
+def current_client() -> "Client | None":
+    """Return the current :class:`distributed.Client`, or None when there is none."""
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def local_cluster_kwargs(n_workers: int | None = None) -> dict[str, Any]:
+    """Arguments of the LocalCluster idigdask starts when none is given.
+
+    One single-threaded worker process per core: decoding is CPU-bound Python and
+    Pillow code, and processes keep the GIL out of the way; each worker still keeps
+    many requests in flight through its own event loop.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "n_workers": n_workers or max(1, cores or 1),
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": ":0",
+        "host": "127.0.0.1",
+    }
+
+
+@contextlib.contextmanager
+def get_client(
+    client: "Client | None" = None,
+    *,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+) -> Iterator["Client"]:
+    """Yield a Dask client to run on, closing only what this call started.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        Use this client.
+    scheduler : str, optional
+        Address of an existing scheduler (``tcp://host:8786``) to join.
+    n_workers : int, optional
+        Workers of the LocalCluster started when there is no client (default: cores).
+
+    Yields
+    ------
+    distributed.Client
+    """
+    from distributed import Client, LocalCluster
+
+    if client is not None:
+        yield client
+        return
+    if scheduler:
+        try:
+            joined = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise UserError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+        with joined:
+            log.info("joined scheduler %s; dashboard %s", scheduler, joined.dashboard_link)
+            yield joined
+        return
+    existing = current_client()
+    if existing is not None:
+        yield existing
+        return
+    with LocalCluster(**local_cluster_kwargs(n_workers)) as cluster, Client(cluster) as started:
+        log.info("started a LocalCluster of %d workers; dashboard %s",
+                 len(cluster.workers), started.dashboard_link)
+        yield started
+
+
+def slurm_cluster(*, jobs: int = 1, cores: int = 1, memory: str = "4GB", **kwargs: Any):
+    """Start a :class:`dask_jobqueue.SLURMCluster` and ask for ``jobs`` worker jobs.
+
+    Parameters
+    ----------
+    jobs : int
+        Number of batch jobs (one worker each) to request.
+    cores, memory : int, str
+        Resources of one job.
+    **kwargs
+        Passed to ``SLURMCluster`` (``queue``, ``walltime``, ``account``,
+        ``interface``, ``python``...).
+
+    Returns
+    -------
+    dask_jobqueue.SLURMCluster
+        Connect with ``distributed.Client(cluster)``; ``cluster.close()`` cancels the
+        jobs.
+    """
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:  # pragma: no cover - depends on the install
+        raise UserError("Slurm support needs dask-jobqueue: pip install 'idigdask[hpc]'") from None
+    cluster = SLURMCluster(cores=cores, memory=memory, processes=1, **kwargs)
+    cluster.scale(jobs=jobs)
+    return cluster

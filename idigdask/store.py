@@ -1,0 +1,300 @@
+"""The image store: an xarray Dataset in Zarr v3, and the ledger kept beside the pixels.
+
+Layout of a store (a folder or any fsspec URL such as ``s3://bucket/sheets.zarr``)::
+
+    zarr.json            group; attributes say how the store was made
+    images/              uint8 (image, y, x, channel), chunked along image, zstd
+    media_uuid/ ...      1-D coordinates along image (provenance of every image)
+    ledger/zarr.json     an empty sub-group that marks the ledger's folder
+    ledger/part-R-W.parquet   one part per committed wave W of build run R
+
+The ledger holds one row per catalog row processed; a later row for the same key
+supersedes an earlier one (a resumed build retries what failed). It is the source of
+truth for what is committed: the arrays may hold images past the last committed
+wave after a crash, and :meth:`ImageStore.truncate` removes them before a resume.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import posixpath
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray as xr
+
+#: Coordinates along ``image``: name -> (zarr dtype, fill value).
+COORDS: dict[str, tuple[Any, Any]] = {
+    "media_uuid": (str, ""),
+    "record_uuid": (str, ""),
+    "access_uri": (str, ""),
+    "sha256": (str, ""),
+    "phash": (str, ""),
+    "source_width": ("int64", 0),
+    "source_height": ("int64", 0),
+}
+
+LEDGER_COLUMNS = [
+    "row_key", "media_uuid", "access_uri", "status", "reason", "message", "duplicate_of",
+    "attempts", "nbytes", "seconds", "sha256", "phash", "source_width", "source_height",
+    "image_index", "catalog_row", "run", "wave",
+]
+STATUSES = ("ok", "failed", "duplicate", "excluded")
+
+
+def _join(store: str, *parts: str) -> str:
+    return posixpath.join(str(store).rstrip("/"), *parts)
+
+
+def _fs(store: str, storage_options: dict | None):
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(str(store), **(storage_options or {}))
+
+
+def open_dataset(store: str, storage_options: dict | None = None) -> "xr.Dataset":
+    """Open an image store lazily as an :class:`xarray.Dataset`.
+
+    Parameters
+    ----------
+    store : str
+        Local path or fsspec URL of the store.
+    storage_options : dict, optional
+        Passed to fsspec (e.g. s3 ``key``, ``secret``, ``client_kwargs``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``images`` as a Dask array chunked like the store, with the provenance
+        coordinates along ``image`` and the build attributes in ``attrs``.
+
+    Examples
+    --------
+    >>> ds = idigdask.open_dataset("sheets.zarr")            # doctest: +SKIP
+    >>> ds.images.isel(image=0).values.shape                  # doctest: +SKIP
+    (256, 256, 3)
+    """
+    import xarray as xr
+
+    fs, path = _fs(store, storage_options)
+    if not fs.exists(_join(path, "zarr.json")):
+        raise UserError(f"{store}: not an idigdask store (no zarr.json)")
+    ds = xr.open_zarr(str(store), consolidated=False, storage_options=storage_options,
+                      zarr_format=3)
+    if "images" not in ds:
+        raise UserError(f"{store}: not an idigdask store (no 'images' array)")
+    return ds
+
+
+def read_ledger(store: str, storage_options: dict | None = None) -> pd.DataFrame:
+    """Read the ledger of a store: one row per catalog row, the latest outcome of each.
+
+    Parameters
+    ----------
+    store : str
+        Local path or fsspec URL of the store.
+    storage_options : dict, optional
+        Passed to fsspec.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``media_uuid``, ``status`` (``ok``, ``failed``, ``duplicate`` or
+        ``excluded``), ``reason``, ``message``, ``duplicate_of``, ``attempts``,
+        ``nbytes``, ``seconds``, ``image_index`` (position in ``images`` or -1) and
+        more, in catalog order.
+    """
+    fs, path = _fs(store, storage_options)
+    if not fs.exists(_join(path, "zarr.json")):
+        raise UserError(f"{store}: not an idigdask store (no zarr.json)")
+    parts = sorted(fs.glob(_join(path, "ledger", "part-*.parquet")))
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in LEDGER_COLUMNS})
+    frames = []
+    for part in parts:
+        with fs.open(part, "rb") as f:
+            frames.append(pd.read_parquet(f))
+    ledger = pd.concat(frames, ignore_index=True)
+    ledger = ledger.drop_duplicates("row_key", keep="last")
+    return ledger.sort_values("catalog_row", kind="stable").reset_index(drop=True)
+
+
+def ledger_counts(ledger: pd.DataFrame) -> dict[str, Any]:
+    """Counts by status and by ``status: reason``; they add up to ``rows``."""
+    by_reason = (
+        ledger.assign(key=ledger["status"] + ledger["reason"].fillna("").map(
+            lambda r: f": {r}" if r else ""))
+        .groupby("key").size().sort_index()
+    )
+    return {
+        "rows": int(len(ledger)),
+        "status": {s: int((ledger["status"] == s).sum()) for s in STATUSES},
+        "reasons": {k: int(v) for k, v in by_reason.items()},
+    }
+
+
+@dataclass
+class ImageStore:
+    """Writes an image store: creates it, appends image rows, commits ledger parts.
+
+    The pixel writes themselves happen on the Dask workers through
+    :func:`write_images`; this object, held by the process that drives the build,
+    only resizes arrays and writes the small coordinate and ledger data.
+    """
+
+    url: str
+    storage_options: dict | None = None
+
+    # -- creation and checks -------------------------------------------------------
+    def _group(self, mode: str = "a"):
+        import zarr
+
+        return zarr.open_group(self.url, mode=mode, zarr_format=3,
+                               storage_options=self.storage_options)
+
+    def exists(self) -> bool:
+        fs, path = _fs(self.url, self.storage_options)
+        return fs.exists(_join(path, "zarr.json"))
+
+    def create(self, *, size: int, chunk_size: int, label_kind: str | None,
+               attrs: dict[str, Any]) -> None:
+        """Create the empty arrays of a new store (``label_kind``: "int", "str" or None)."""
+        from zarr.codecs import ZstdCodec
+
+        group = self._group("a")
+        coords = dict(COORDS)
+        if label_kind == "int":
+            coords["label"] = ("int64", -1)
+        elif label_kind == "str":
+            coords["label"] = (str, "")
+        group.create_array(
+            "images", shape=(0, size, size, 3), chunks=(chunk_size, size, size, 3),
+            dtype="uint8", fill_value=0, compressors=ZstdCodec(level=3),
+            dimension_names=("image", "y", "x", "channel"),
+            attributes={"coordinates": " ".join(coords)},
+        )
+        for name, (dtype, fill) in coords.items():
+            group.create_array(name, shape=(0,), chunks=(chunk_size,), dtype=dtype,
+                               fill_value=fill, compressors=ZstdCodec(level=3),
+                               dimension_names=("image",))
+        group.create_group("ledger", attributes={"description": "idigdask build ledger"})
+        group.attrs.update({**attrs, "size": size, "chunk_size": chunk_size,
+                            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+
+    def check_writable(self) -> None:
+        """Fail early, with one clear line, when the store cannot be written."""
+        from .fetch import redact
+
+        try:
+            fs, path = _fs(self.url, self.storage_options)
+            fs.pipe_file(_join(path, ".idigdask-write-check"), b"ok")
+            fs.rm_file(_join(path, ".idigdask-write-check"))
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot write"
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"cannot write the store {redact(self.url)}: "
+                            f"{type(exc).__name__}: {redact(reason)}") from None
+
+    # -- state -----------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group("r").attrs)
+
+    def array_names(self) -> list[str]:
+        group = self._group("r")
+        return [name for name, _ in group.arrays()]
+
+    def length(self) -> int:
+        return int(self._group("r")["images"].shape[0])
+
+    def resize(self, n: int) -> None:
+        """Set the length of every array along ``image``."""
+        group = self._group("a")
+        for name, arr in group.arrays():
+            arr.resize((n,) + tuple(arr.shape[1:]))
+
+    def truncate(self, n: int) -> None:
+        """Cut every array back to ``n`` images, exactly as if nothing had been appended.
+
+        The chunk that holds image ``n`` is rewritten from its valid part, and chunks
+        past it are deleted, so that a resumed build writes the same bytes as one that
+        never stopped.
+        """
+        group = self._group("a")
+        fs, path = _fs(self.url, self.storage_options)
+        for name, arr in group.arrays():
+            if arr.shape[0] <= n:
+                continue
+            chunk = arr.chunks[0]
+            first = (n // chunk) * chunk
+            keep = arr[first:n]
+            last_chunk = -(-arr.shape[0] // chunk)
+            arr.resize((first,) + tuple(arr.shape[1:]))
+            for index in range(first // chunk, last_chunk):
+                prefix = _join(path, name, "c", str(index))
+                if fs.exists(prefix):
+                    fs.rm(prefix, recursive=True)
+            arr.resize((n,) + tuple(arr.shape[1:]))
+            if n > first:
+                arr[first:n] = keep
+
+    def write_coords(self, start: int, coords: dict[str, np.ndarray]) -> None:
+        """Write coordinate values for images ``start ..`` (arrays already resized)."""
+        group = self._group("a")
+        for name, values in coords.items():
+            if name in group and len(values):
+                group[name][start:start + len(values)] = values
+
+    def write_ledger(self, part: pd.DataFrame, run: int, wave: int) -> None:
+        """Commit one ledger part: after this, the wave's rows count as done."""
+        fs, path = _fs(self.url, self.storage_options)
+        target = _join(path, "ledger", f"part-{run:04d}-{wave:06d}.parquet")
+        tmp = target + ".tmp"
+        with fs.open(tmp, "wb") as f:
+            part.to_parquet(f, index=False)
+        fs.mv(tmp, target)
+
+    def next_run(self) -> int:
+        fs, path = _fs(self.url, self.storage_options)
+        parts = fs.glob(_join(path, "ledger", "part-*.parquet"))
+        runs = [int(posixpath.basename(p).split("-")[1]) for p in parts]
+        return max(runs, default=-1) + 1
+
+    def update_attrs(self, values: dict[str, Any]) -> None:
+        self._group("a").attrs.update(values)
+
+
+def write_images(store: str, storage_options: dict | None, start: int,
+                 pixels: np.ndarray) -> int:
+    """Write ``pixels`` into ``images[start:start+len(pixels)]``; runs on a worker."""
+    import zarr
+
+    arr = zarr.open_array(_join(store, "images"), mode="r+",
+                          storage_options=storage_options)
+    arr[start:start + len(pixels)] = pixels
+    return len(pixels)
+
+
+def channel_stats(store: str, storage_options: dict | None = None) -> tuple[list, list]:
+    """Per-channel mean and standard deviation of the stored pixels (a Dask reduction).
+
+    Sums and sums of squares are reduced chunk by chunk on the workers, in float64,
+    so the result does not depend on how the store was built.
+    """
+    import dask
+    import dask.array as da
+
+    images = da.from_zarr(_join(store, "images"), storage_options=storage_options)
+    if images.shape[0] == 0:
+        return [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+    n = images.shape[0] * images.shape[1] * images.shape[2]
+    pix = images.astype("float64")
+    total, squares = dask.compute(pix.sum(axis=(0, 1, 2)), (pix**2).sum(axis=(0, 1, 2)))
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean**2, 0.0))
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
