@@ -193,6 +193,8 @@ class ImageStore:
 
         try:
             fs, path = _fs(self.url, self.storage_options)
+            if "file" in fs.protocol or "local" in fs.protocol:
+                fs.makedirs(path, exist_ok=True)  # never on object stores: no new buckets
             fs.pipe_file(_join(path, ".idigdask-write-check"), b"ok")
             fs.rm_file(_join(path, ".idigdask-write-check"))
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot write"

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``idigdask`` command and all its sub-commands."""
     from .. import __version__
 
-    parser = _Parser(prog="idigdask", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="idigdask", description="iDigBio specimen media to training-ready "
+                     "image arrays and CNNs, with Dask.")
     parser.add_argument("--version", action="version", version=f"idigdask {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
