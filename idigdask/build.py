@@ -297,6 +297,8 @@ class _Builder:
             for sha, ph, uuid in zip(ok["sha256"], ok["phash"], ok["media_uuid"]):
                 self.dedup.add(sha, ph, uuid)
         self.processed = 0
+        self.pending: deque = deque()
+        self.last_write = None
 
     def submit(self, rows: pd.DataFrame) -> list:
         """Start the batch tasks of a wave; pixels stay on the workers."""
@@ -312,8 +314,14 @@ class _Builder:
         return futures
 
     def commit(self, rows: pd.DataFrame, futures: list) -> None:
-        """Gather a wave's metadata, place its new images, write them, commit the ledger."""
-        metas = self.client.gather([self.client.submit(_ledger_of, f) for f in futures])
+        """Gather a wave's metadata, place its new images and start writing them.
+
+        The wave's ledger part is committed by :meth:`flush` once its writes are done;
+        meanwhile the driver goes on with the next wave.
+        """
+        # metadata and writes go before the next wave's batches queued on the workers
+        metas = self.client.gather([self.client.submit(_ledger_of, f, priority=10)
+                                    for f in futures])
         ledger = pd.concat(metas, ignore_index=True)
         batch_of = np.repeat(np.arange(len(metas)), [len(m) for m in metas])
         ledger["duplicate_of"] = None
@@ -333,35 +341,53 @@ class _Builder:
             image_index[i] = self.n_images + len(selection)
             selection.append((int(batch_of[i]), int(ledger.at[i, "pixel_index"])))
         ledger["image_index"] = image_index
-        self._write(rows, ledger, selection, futures)
         ledger["row_key"] = rows["_row_key"].to_numpy()
         ledger["catalog_row"] = rows["_catalog_row"].to_numpy()
         ledger["run"], ledger["wave"] = self.run, self.wave
-        self.store.write_ledger(ledger[LEDGER_COLUMNS], self.run, self.wave)
+        writes = self._write(rows, ledger, selection, futures)
+        self.pending.append((ledger[LEDGER_COLUMNS], self.wave, writes, futures))
         self.n_images += len(selection)
         self.wave += 1
-        self.processed += len(rows)
-        self.progress.update(len(rows))
-        self.client.cancel(futures)
+        self.flush(wait=False)
+
+    def flush(self, wait: bool = True) -> None:
+        """Commit, in order, the ledger parts of waves whose pixels are written."""
+        while self.pending:
+            ledger, wave, writes, futures = self.pending[0]
+            if not wait and not all(w.done() for w in writes):
+                return
+            self.client.gather(writes)  # raises if a write failed: the wave is not committed
+            self.store.write_ledger(ledger, self.run, wave)
+            self.pending.popleft()  # releases the wave's pixels on the workers
+            self.processed += len(ledger)
+            self.progress.update(len(ledger))
 
     def _write(self, rows: pd.DataFrame, ledger: pd.DataFrame,
-               selection: list[tuple[int, int]], futures: list) -> None:
+               selection: list[tuple[int, int]], futures: list) -> list:
+        """Resize the arrays, start the pixel writes on the workers, write the coordinates."""
+        from distributed import wait
+
         if not selection:
-            return
+            return []
         start, k = self.n_images, len(selection)
         self.store.resize(start + k)
         chunk = self.chunk_size
         writes, pos = [], 0
         while pos < k:
-            # one task per chunk-aligned segment: no two tasks write the same chunk
+            # one task per chunk-aligned segment, so no two tasks write one chunk at once;
+            # a segment that completes a chunk begun by the previous wave waits for it
             end = min(k, ((start + pos) // chunk + 1) * chunk - start)
             seg = selection[pos:end]
             used = sorted({b for b, _ in seg})
             remap = {b: n for n, b in enumerate(used)}
+            if pos == 0 and start % chunk and self.last_write is not None:
+                wait(self.last_write)
             writes.append(self.client.submit(
                 _write_segment, self.store.url, self.store.storage_options, start + pos,
-                [(remap[b], p) for b, p in seg], *[futures[b] for b in used], pure=False))
+                [(remap[b], p) for b, p in seg], *[futures[b] for b in used],
+                pure=False, priority=10))
             pos = end
+        self.last_write = writes[-1]
         ok = ledger["image_index"].to_numpy() >= 0
         chosen = rows.iloc[np.flatnonzero(ok)]
         coords = {
@@ -376,8 +402,8 @@ class _Builder:
         }
         if self.label_kind:
             coords["label"] = _label_values(chosen["label"], self.label_kind)
-        self.client.gather(writes)
         self.store.write_coords(start, coords)
+        return writes
 
 
 def _as_catalog(catalog: Any, storage_options: dict | None,
@@ -540,6 +566,7 @@ def build_dataset(
                 builder.commit(*in_flight.popleft())
         while in_flight:
             builder.commit(*in_flight.popleft())
+        builder.flush()
         mean, std = channel_stats(str(store), storage_options)
     ledger = read_ledger(str(store), storage_options)
     counts = ledger_counts(ledger)

@@ -282,11 +282,18 @@ def write_images(store: str, storage_options: dict | None, start: int,
     return len(pixels)
 
 
+def _channel_histograms(block: np.ndarray) -> np.ndarray:
+    """Counts of each 8-bit value per channel in a block of images: shape (3, 256)."""
+    flat = block.reshape(-1, block.shape[-1])
+    return np.stack([np.bincount(flat[:, c], minlength=256) for c in range(flat.shape[1])])
+
+
 def channel_stats(store: str, storage_options: dict | None = None) -> tuple[list, list]:
     """Per-channel mean and standard deviation of the stored pixels (a Dask reduction).
 
-    Sums and sums of squares are reduced chunk by chunk on the workers, in float64,
-    so the result does not depend on how the store was built.
+    Each chunk is reduced on a worker to a histogram of its 8-bit values per channel;
+    the histograms add up exactly, so the result does not depend on chunking or on
+    how the store was built, and no float copy of the pixels is ever made.
     """
     import dask
     import dask.array as da
@@ -294,9 +301,10 @@ def channel_stats(store: str, storage_options: dict | None = None) -> tuple[list
     images = da.from_zarr(_join(store, "images"), storage_options=storage_options)
     if images.shape[0] == 0:
         return [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
-    n = images.shape[0] * images.shape[1] * images.shape[2]
-    pix = images.astype("float64")
-    total, squares = dask.compute(pix.sum(axis=(0, 1, 2)), (pix**2).sum(axis=(0, 1, 2)))
-    mean = total / n
-    std = np.sqrt(np.maximum(squares / n - mean**2, 0.0))
+    per_chunk = [dask.delayed(_channel_histograms)(b) for b in images.to_delayed().ravel()]
+    counts = dask.delayed(sum)(per_chunk).compute().astype("float64")
+    values = np.arange(256, dtype="float64")
+    n = counts.sum(axis=1)
+    mean = counts @ values / n
+    std = np.sqrt(np.maximum(counts @ values**2 / n - mean**2, 0.0))
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
