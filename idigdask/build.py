@@ -412,10 +412,10 @@ def _as_catalog(catalog: Any, storage_options: dict | None,
     import dask.dataframe as dd
 
     from .catalog import read_catalog
+    from .catalog.read import from_pandas
 
     if isinstance(catalog, pd.DataFrame):
-        return dd.from_pandas(catalog, npartitions=max(1, len(catalog) // 100_000)), \
-            "<pandas.DataFrame>", True
+        return from_pandas(catalog), "<pandas.DataFrame>", True
     if isinstance(catalog, dd.DataFrame):
         return catalog, "<dask.DataFrame>", True
     source = str(catalog)
