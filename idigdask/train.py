@@ -1,0 +1,403 @@
+"""Train a classifier on a labelled image store, with checkpoints and resume.
+
+:func:`train` splits the labelled images by specimen (see
+:func:`idigdask.feed.split_by_specimen`), feeds them through
+:class:`idigdask.feed.StoreFeed` (read ahead on the Dask workers when a client is
+there), and writes a *model folder*::
+
+    MODEL_DIR/
+        model.keras           the best weights (lowest validation loss)
+        config.json           label, classes, store, normalization, size, versions
+        split.parquet         media_uuid, record_uuid, label, split (train/val/test)
+        history.json, .csv    one entry per epoch
+        checkpoints/
+            last.keras        after every epoch (what ``resume=True`` continues from)
+            best.keras        the best epoch so far
+            state.json        epochs done, best validation loss, patience count
+
+Training stops early when the validation loss has not improved for ``patience``
+epochs, and the saved model holds the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import UserError
+from .feed import class_weights, missing_labels, open_store, split_by_specimen, store_location
+
+CONFIG_FORMAT = "idigdask-model/1"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes
+    ----------
+    model_dir : str
+        The model folder.
+    classes : list
+        Class labels, in the order of the model's outputs.
+    epochs : int
+        Epochs completed in total (including those before a resume).
+    best_epoch : int
+        The epoch (1-based) whose weights were saved.
+    best_val_loss, best_val_accuracy : float
+        Validation loss and accuracy of that epoch.
+    stopped_early : bool
+        Whether early stopping ended training.
+    split_counts : dict
+        Images per split.
+    seconds : float
+        Wall time of this call.
+    history : dict
+        Metric name -> one value per epoch.
+    """
+
+    model_dir: str
+    classes: list
+    epochs: int
+    best_epoch: int
+    best_val_loss: float
+    best_val_accuracy: float | None
+    stopped_early: bool
+    split_counts: dict
+    seconds: float
+    history: dict = field(repr=False, default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able summary without the per-epoch history."""
+        out = asdict(self)
+        out.pop("history")
+        return out
+
+
+# ---------------------------------------------------------------------------------
+# Model folders
+# ---------------------------------------------------------------------------------
+def read_model_dir(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a model folder's ``config.json``.
+
+    Parameters
+    ----------
+    model_dir : str or path
+        A folder written by :func:`train`.
+
+    Returns
+    -------
+    dict
+        The configuration, with ``model_path`` and ``model_dir`` added.
+
+    Raises
+    ------
+    UserError
+        If the folder is not a model folder.
+    """
+    folder = Path(model_dir)
+    config_path, model_path = folder / "config.json", folder / "model.keras"
+    if not folder.is_dir() or not config_path.is_file() or not model_path.is_file():
+        raise UserError(f"{folder}: not a model folder (no config.json and model.keras; "
+                        "create one with 'idigdask train')")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{config_path}: not valid JSON ({exc.msg})") from None
+    if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
+        raise UserError(f"{config_path}: not an idigdask model configuration")
+    config["model_dir"] = str(folder)
+    config["model_path"] = str(model_path)
+    return config
+
+
+def _write_json(path: Path, value: Any) -> None:
+    # Write then rename, so an interrupted run never leaves half a file behind.
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _versions() -> dict[str, str]:
+    import keras
+
+    from . import __version__
+
+    return {"idigdask": __version__, "keras": keras.__version__,
+            "keras_backend": keras.backend.backend(), "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+# ---------------------------------------------------------------------------------
+# Labels and split
+# ---------------------------------------------------------------------------------
+def labelled_images(ds, label: str, store: Any = None) -> tuple[np.ndarray, np.ndarray, list]:
+    """Return the indices, class codes and classes of the labelled images of a store.
+
+    Raises
+    ------
+    UserError
+        If the store has no such label, or fewer than two classes.
+    """
+    where = store if store is not None else "the store"
+    if label not in ds.coords and label not in ds.data_vars:
+        names = [n for n in ds.coords if ds[n].dims == ("image",)]
+        raise UserError(f"{where}: no label column {label!r} in the store "
+                        f"(image coordinates: {', '.join(map(str, names))})")
+    raw = np.asarray(ds[label].values)
+    if raw.dtype.kind not in "iuf":
+        raw = raw.astype(object)
+    keep = np.nonzero(~missing_labels(raw))[0]
+    values = raw[keep]
+    if values.dtype.kind == "f":
+        values = values.astype(np.int64)
+    elif values.dtype.kind not in "iu":
+        values = values.astype(str)
+    classes = np.unique(values)
+    if len(classes) < 2:
+        raise UserError(f"{where}: label {label!r} has {len(classes)} class(es) among "
+                        f"{len(keep)} labelled images; training needs at least two")
+    codes = np.searchsorted(classes, values)
+    return keep, codes.astype(np.int64), [c.item() if hasattr(c, "item") else c for c in classes]
+
+
+def _coordinate(ds, name: str, default: str = "") -> np.ndarray:
+    if name in ds.coords:
+        return np.asarray(ds[name].values).astype(object).astype(str)
+    return np.full(ds.sizes["image"], default, dtype=object).astype(str)
+
+
+def _make_split(ds, keep, codes, classes, seed, fractions) -> pd.DataFrame:
+    media = _coordinate(ds, "media_uuid")
+    if not media.any():
+        media = np.arange(ds.sizes["image"]).astype(str)
+    records = _coordinate(ds, "record_uuid")
+    split = split_by_specimen(records[keep], codes, fractions, seed=seed, media_uuid=media[keep])
+    return pd.DataFrame({"media_uuid": media[keep], "record_uuid": records[keep],
+                         "label": [classes[c] for c in codes], "split": split,
+                         "image_index": keep.astype(np.int64)})
+
+
+def _check_split(table: pd.DataFrame) -> None:
+    counts = table["split"].value_counts()
+    for name in ("train", "val"):
+        if counts.get(name, 0) == 0:
+            raise UserError(f"too few labelled specimens ({table['record_uuid'].nunique()}) "
+                            f"for a {name!r} split")
+
+
+# ---------------------------------------------------------------------------------
+# The epoch bookkeeping callback
+# ---------------------------------------------------------------------------------
+def _make_callback(model_dir: Path, state: dict, history: dict, patience: int, verbose: int):
+    import keras
+
+    class EpochRecorder(keras.callbacks.Callback):
+        """Saves the last and best checkpoints, the history and the resume state each
+        epoch, and stops when the validation loss stops improving."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = dict(logs or {})
+            for key, value in logs.items():
+                history.setdefault(key, []).append(float(value))
+            history.setdefault("epoch", []).append(epoch + 1)
+            ckpt = model_dir / "checkpoints"
+            self.model.save(ckpt / "last.keras")
+            val_loss = float(logs.get("val_loss", logs.get("loss", np.inf)))
+            if val_loss < state["best_val_loss"]:
+                state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0,
+                             best_val_accuracy=logs.get("val_accuracy"))
+                shutil.copyfile(ckpt / "last.keras", ckpt / "best.keras")
+            else:
+                state["wait"] += 1
+            state["epochs_done"] = epoch + 1
+            if patience and state["wait"] >= patience:
+                state["stopped_early"] = True
+                self.model.stop_training = True
+                if verbose:
+                    print(f"early stop: no better val_loss for {patience} epochs "
+                          f"(best epoch {state['best_epoch']})", flush=True)
+            _write_json(model_dir / "history.json", history)
+            pd.DataFrame(history).to_csv(model_dir / "history.csv", index=False)
+            _write_json(ckpt / "state.json", state)
+
+    return EpochRecorder()
+
+
+# ---------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------
+def train(store: Any, *, label: str = "label", model: str = "smithsonian", epochs: int = 10,
+          batch_size: int = 32, out: str | os.PathLike = "model", seed: int = 0,
+          input_size: int | None = None, learning_rate: float | None = None,
+          patience: int = 3, augment: bool = True, resume: bool = False, client: Any = None,
+          storage_options: dict | None = None, verbose: int = 1,
+          weights: str | None = None, fractions: tuple = (0.7, 0.15, 0.15),
+          window_chunks: int = 4, prefetch: int = 4) -> TrainResult:
+    """Train a classifier on the labelled images of a store.
+
+    Parameters
+    ----------
+    store : str, path or xarray.Dataset
+        The image store (local path or fsspec URL) built by ``idigdask build``.
+    label : str
+        The store's label coordinate; -1 or "" mark unlabelled images (left out).
+    model : str
+        A name of :data:`idigdask.models.MODELS`.
+    epochs : int
+        The last epoch to train (counting epochs done before a resume).
+    batch_size : int
+        Images per training step.
+    out : str or path
+        The model folder to write (replaced unless ``resume``).
+    seed : int
+        Seed of the split, the order of the images, the augmentation and the weights.
+    input_size : int, optional
+        Train the network at this square size (resized inside the model).
+    learning_rate : float, optional
+        Adam's learning rate (default 1e-4).
+    patience : int
+        Epochs without a better validation loss before stopping (0: never stop early).
+    augment : bool
+        Random flips, quarter turns, brightness and contrast on training batches.
+    resume : bool
+        Continue from ``out/checkpoints/last.keras`` at the next epoch.
+    client : distributed.Client, optional
+        Read batches on this client's workers; None uses the current client if there
+        is one and a local thread pool otherwise; False forces the thread pool.
+    storage_options : dict, optional
+        fsspec options for a remote store (never saved).
+    verbose : int
+        0: silent; 1: one line per epoch.
+    weights : str, optional
+        Local weights file of a backbone (see :func:`idigdask.models.backbone`).
+    fractions : 3 floats
+        Train, validation and test shares of the specimens.
+    window_chunks, prefetch : int
+        See :class:`idigdask.feed.StoreFeed`.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    UserError
+        If the store has no such label, fewer than two classes, too few specimens for
+        the split, or ``resume`` finds no checkpoint.
+    """
+    import keras
+
+    from .feed import StoreFeed
+    from .models import build_model, compile_model, input_scaling
+
+    started = time.perf_counter()
+    model_dir = Path(out)
+    ds = open_store(store, storage_options)
+    if "images" not in ds:
+        raise UserError(f"{store}: not an image store (no 'images' variable)")
+    keep, codes, classes = labelled_images(ds, label, store)
+    state_path = model_dir / "checkpoints" / "state.json"
+    if resume:
+        if not state_path.is_file() or not (model_dir / "checkpoints" / "last.keras").is_file():
+            raise UserError(f"{model_dir}: nothing to resume (no checkpoints/last.keras)")
+        state = json.loads(state_path.read_text())
+        history = json.loads((model_dir / "history.json").read_text())
+        table = pd.read_parquet(model_dir / "split.parquet")
+    else:
+        _clear_model_dir(model_dir)
+        state = {"epochs_done": 0, "best_val_loss": float("inf"), "best_epoch": 0,
+                 "best_val_accuracy": None, "wait": 0, "stopped_early": False}
+        history = {}
+        table = _make_split(ds, keep, codes, classes, seed, fractions)
+        _check_split(table)
+        table.to_parquet(model_dir / "split.parquet", index=False)
+    code_of = {c: i for i, c in enumerate(classes)}
+
+    normalize = input_scaling(model)
+    mean, std = ds.attrs.get("channel_mean"), ds.attrs.get("channel_std")
+    if normalize == "store" and (mean is None or std is None):
+        normalize = "unit"  # a store without statistics: scale to [0, 1] instead
+    image_shape = tuple(int(s) for s in ds["images"].shape[1:])
+    config = {
+        "format": CONFIG_FORMAT, "label": label, "classes": classes, "model": model,
+        "store": store_location(ds), "size": int(ds.attrs.get("size", image_shape[0])),
+        "image_shape": list(image_shape), "resize_mode": ds.attrs.get("resize_mode"),
+        "input_size": input_size, "normalize": normalize,
+        "channel_mean": mean, "channel_std": std, "seed": seed, "batch_size": batch_size,
+        "epochs": epochs, "learning_rate": learning_rate, "patience": patience,
+        "augment": augment, "fractions": list(fractions),
+        "catalog_source": ds.attrs.get("catalog_source"),
+        "store_created": ds.attrs.get("created"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+
+    keras.utils.set_random_seed(seed + state["epochs_done"])
+    if resume:
+        net = keras.saving.load_model(model_dir / "checkpoints" / "last.keras", safe_mode=True)
+    else:
+        net = compile_model(build_model(model, image_shape, len(classes), weights=weights,
+                                        input_size=input_size), learning_rate)
+
+    def feed(part: str, **kwargs):
+        rows = table[table["split"] == part]
+        return StoreFeed(ds, rows["image_index"].to_numpy(),
+                         rows["label"].map(code_of).to_numpy(), n_classes=len(classes),
+                         batch_size=batch_size, seed=seed, normalize=normalize, mean=mean,
+                         std=std, client="auto" if client is None else client,
+                         window_chunks=window_chunks, prefetch=prefetch,
+                         storage_options=storage_options, **kwargs)
+
+    train_feed = feed("train", shuffle=True, augment=augment)
+    val_feed = feed("val", shuffle=False, augment=False)
+    train_feed.set_epoch(state["epochs_done"])
+    train_codes = table.loc[table["split"] == "train", "label"].map(code_of)
+    try:
+        if state["epochs_done"] < epochs and not (resume and state["stopped_early"]):
+            net.fit(train_feed, validation_data=val_feed, epochs=epochs,
+                    initial_epoch=state["epochs_done"], shuffle=False,
+                    class_weight=class_weights(train_codes.to_numpy()),
+                    callbacks=[_make_callback(model_dir, state, history, patience, verbose)],
+                    verbose=2 if verbose else 0)
+    finally:
+        train_feed.close()
+        val_feed.close()
+
+    best = model_dir / "checkpoints" / "best.keras"
+    if best.is_file():
+        net.load_weights(best)
+    net.save(model_dir / "model.keras")
+    _write_json(model_dir / "config.json", config)
+    return TrainResult(
+        model_dir=str(model_dir), classes=classes, epochs=state["epochs_done"],
+        best_epoch=state["best_epoch"], best_val_loss=state["best_val_loss"],
+        best_val_accuracy=state["best_val_accuracy"], stopped_early=state["stopped_early"],
+        split_counts={k: int(v) for k, v in table["split"].value_counts().items()},
+        seconds=round(time.perf_counter() - started, 2), history=history)
+
+
+def _clear_model_dir(model_dir: Path) -> None:
+    # A fresh run must not resume from, or keep the best weights of, an older one.
+    for name in ("model.keras", "config.json", "history.json", "history.csv", "split.parquet"):
+        (model_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(model_dir / "checkpoints", ignore_errors=True)
+    (model_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
