@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -55,6 +56,8 @@ def _print_text(summary: dict[str, Any], indent: str = "") -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``idigdask`` command line and return its exit code."""
+    # TensorFlow's C++ log noise, before anything imports it
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

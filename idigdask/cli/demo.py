@@ -20,6 +20,9 @@ def register(sub) -> argparse.ArgumentParser:
                    help=f"maximum epochs ({DEFAULTS['epochs']})")
     p.add_argument("--size", type=int, default=DEFAULTS["size"],
                    help=f"image side for the store and the network ({DEFAULTS['size']})")
+    p.add_argument("--sheet-size", default="x".join(map(str, DEFAULTS["sheet_size"])),
+                   metavar="WxH", help="size of the synthetic sheets "
+                   f"({DEFAULTS['sheet_size'][0]}x{DEFAULTS['sheet_size'][1]})")
     p.add_argument("--model", default="smithsonian", help="model name (smithsonian)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--workers", type=int, default=None, help="Dask workers (one per core)")
@@ -34,6 +37,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.epochs < 1:
         raise UserError("--epochs must be at least 1")
     # progress goes to stderr so that --json output stays clean on stdout
+    try:
+        width, height = (int(v) for v in args.sheet_size.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--sheet-size {args.sheet_size!r}: expected WxH such as 1200x1800") from None
+    if not (64 <= width <= 8000 and 64 <= height <= 8000):
+        raise UserError(f"--sheet-size {args.sheet_size}: sides must be 64 to 8000 pixels")
     return run_demo(args.output, n=args.n, epochs=args.epochs, size=args.size,
+                    sheet_size=(width, height),
                     model=args.model, seed=args.seed, n_workers=args.workers,
                     say=lambda line: print(line, file=sys.stderr, flush=True))

@@ -1,0 +1,49 @@
+"""The main job and the worked examples run end to end (small sizes; speed not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_demo_writes_a_report(tmp_path):
+    done = subprocess.run(
+        [str(BIN / "idigdask"), "demo", "-o", str(tmp_path / "demo"), "-n", "40",
+         "--epochs", "1", "--size", "64", "--sheet-size", "400x600", "--workers", "2",
+         "--json"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    report = Path(summary["report"])
+    assert summary["images"] == 40
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    for name in ("index.html", "metrics.json", "summary.json"):
+        assert (report / name).is_file(), name
+    assert len(list(report.glob("*.png"))) >= 3
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["accuracy"] == summary["accuracy"]
+    assert "[demo] 5/5" in done.stderr
+
+
+def test_demo_rejects_bad_options(tmp_path):
+    for argv in (["-n", "3"], ["--sheet-size", "huge"], ["--epochs", "0"]):
+        done = subprocess.run([str(BIN / "idigdask"), "demo", "-o", str(tmp_path), *argv],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_faulty_server_example_accounts_for_every_row():
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "faulty_server.py")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "http_404" in done.stdout and "not_an_image" in done.stdout
+    assert "'rows': 6" in done.stdout
