@@ -444,7 +444,7 @@ def build_dataset(
     max_pixels: int = 200_000_000,
     verify_hashes: bool = True,
     dedup: bool = True,
-    phash_distance: int = 4,
+    phash_distance: int = 2,
     keep_duplicates: bool = False,
     retry_failed: bool = True,
     allow_local: bool | None = None,

@@ -43,8 +43,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="concurrent requests per host per task (8)")
     p.add_argument("--max-bytes", type=int, default=64 * 2**20, help="byte cap per object")
     p.add_argument("--max-pixels", type=int, default=200_000_000, help="decompression-bomb limit")
-    p.add_argument("--phash-distance", type=int, default=4,
-                   help="near-duplicate pHash Hamming distance; -1 for exact only (4)")
+    p.add_argument("--phash-distance", type=int, default=2,
+                   help="near-duplicate pHash Hamming distance; -1: byte-identical only (2)")
     p.add_argument("--keep-duplicates", action="store_true", help="store duplicates too")
     p.add_argument("--no-dedup", action="store_true", help="do not look for duplicates")
     p.add_argument("--no-verify-hashes", action="store_true",
