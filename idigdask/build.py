@@ -418,8 +418,11 @@ def _as_catalog(catalog: Any, storage_options: dict | None,
         return from_pandas(catalog), "<pandas.DataFrame>", True
     if isinstance(catalog, dd.DataFrame):
         return catalog, "<dask.DataFrame>", True
+    if isinstance(catalog, dict):  # a search of iDigBio's API: never a local catalog
+        return read_catalog(catalog, **catalog_options), "<search>", False
     source = str(catalog)
     ddf = read_catalog(source, storage_options=storage_options, **catalog_options)
+    # "search:{...}" is classified "search" and search URLs "http(s)": both remote
     return ddf, redact(source), classify_scheme(source) in ("file", "local")
 
 
@@ -512,7 +515,11 @@ def build_dataset(
     from .cluster import get_client
 
     started = time.perf_counter()
-    ddf, source, local_catalog = _as_catalog(catalog, storage_options, catalog_options or {})
+    # the store's options reach the catalog only on the store's protocol: an s3
+    # endpoint_url would break an HTTP catalog
+    same = classify_scheme(str(catalog)) == classify_scheme(str(store))
+    ddf, source, local_catalog = _as_catalog(catalog, storage_options if same else None,
+                                             catalog_options or {})
     fetch_options = FetchOptions(
         timeout=timeout, retries=retries, concurrency=concurrency, per_host=per_host,
         max_bytes=max_bytes,

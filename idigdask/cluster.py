@@ -75,6 +75,7 @@ def get_client(
     from distributed import Client, LocalCluster
 
     if client is not None:
+        log.info("running on %s; dashboard %s", client.scheduler.address, client.dashboard_link)
         yield client
         return
     if scheduler:
@@ -88,6 +89,8 @@ def get_client(
         return
     existing = current_client()
     if existing is not None:
+        log.info("running on the current client %s; dashboard %s",
+                 existing.scheduler.address, existing.dashboard_link)
         yield existing
         return
     with LocalCluster(**local_cluster_kwargs(n_workers)) as cluster, Client(cluster) as started:

@@ -211,11 +211,16 @@ def classify_scheme(uri: str) -> str:
     """
     first, chained, _ = str(uri).partition("::")
     match = (_CHAIN_RE if chained else _SCHEME_RE).match(first)
+    if match is None and not chained:
+        # "javascript:...", "data:...", "search:{...}" name a scheme without "//"; one
+        # letter before the colon is a Windows drive ("C:\\sheets\\a.jpg"), a path
+        match = _OPAQUE_RE.match(first)
     return match.group(1).lower() if match else "file"
 
 
 _SCHEME_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*)://")
 _CHAIN_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*)(?:://|$)")
+_OPAQUE_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]+):(?!//)")
 _USERINFO_RE = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@?#]+@")
 # Query parameters (and name=value pairs in headers) whose value is a credential.
 _SECRET_NAMES = (

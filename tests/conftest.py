@@ -15,7 +15,7 @@ def dask_client():
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, host="127.0.0.1") as cluster, \
+                      dashboard_address=":0", host="127.0.0.1") as cluster, \
             Client(cluster) as client:
         yield client
 

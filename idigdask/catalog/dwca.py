@@ -75,6 +75,11 @@ MEDIA_TERMS = {
 MEDIA_TYPE_TERMS = ("dc:type", "dcterms:type")
 ASSOCIATED_MEDIA_SEPARATORS = r"\s*\|\s*|\s*;\s*|\s*,\s*"
 
+#: Limits on what a zipped archive may expand to, checked from its directory before a
+#: byte is extracted: text compresses about 10-fold, a zip bomb a thousandfold.
+MAX_EXPANDED_BYTES = 8 * 2**30
+MAX_RATIO = 200
+
 
 def term_name(term: str) -> str:
     """The column name of a term URI: ``catalogNumber``, ``dcterms:format``..."""
@@ -94,6 +99,29 @@ def _reader_class():
     return DwCAReader, InvalidArchive
 
 
+def check_expansion(local: str, source: str) -> None:
+    """Refuse a zip whose members would expand without bound (a zip bomb).
+
+    Python's zipfile never writes more than a member's declared size, so the sizes in
+    the central directory bound what extracting the archive can write.
+    """
+    from ..fetch import redact
+
+    if not zipfile.is_zipfile(local):
+        return  # a folder, or not a zip: python-dwca-reader reports it
+    with zipfile.ZipFile(local) as archive:
+        members = archive.infolist()
+    total = sum(m.file_size for m in members)
+    if total > MAX_EXPANDED_BYTES:
+        raise UserError(f"{redact(source)}: the archive would expand to {total} bytes, over "
+                        f"the limit of {MAX_EXPANDED_BYTES}")
+    for m in members:
+        if m.file_size > 2**20 and m.file_size > MAX_RATIO * max(m.compress_size, 1):
+            raise UserError(f"{redact(source)}: {m.filename} would expand "
+                            f"{m.file_size // max(m.compress_size, 1)}-fold to {m.file_size} "
+                            "bytes; refused as a zip bomb")
+
+
 @contextlib.contextmanager
 def open_archive(source: str, storage_options: dict | None = None) -> Iterator[object]:
     """Open a DwC-A (zip or folder, local or any fsspec URL) with python-dwca-reader."""
@@ -108,6 +136,7 @@ def open_archive(source: str, storage_options: dict | None = None) -> Iterator[o
             local = os.path.join(tmp, "archive.zip")
             with fs.open(path, "rb") as src, open(local, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
+        check_expansion(local, source)
         try:
             # tmp_dir is not passed: python-dwca-reader would set tempfile.tempdir globally
             reader = reader_class(local, skip_metadata=True)

@@ -75,9 +75,12 @@ def to_int(values: pd.Series | None, index: pd.Index) -> pd.Series:
     """Pixel counts to Int64; text that is not a number becomes NA."""
     if values is None:
         return pd.Series(pd.NA, index=index, dtype=S.INT)
-    if pd.api.types.is_integer_dtype(values.dtype):
+    if pd.api.types.is_signed_integer_dtype(values.dtype):  # uint64 may not fit: below
         return values.astype(S.INT)
     numbers = pd.to_numeric(values.astype(object).where(values.notna(), None), errors="coerce")
+    # A size past int64 (1e30, inf) is absurd, not fatal: clip it so that the row is
+    # excluded as absurd_size instead of failing the whole partition.
+    numbers = numbers.astype("float64").clip(-(2.0**62), 2.0**62)
     return np.floor(numbers).astype(S.INT)
 
 

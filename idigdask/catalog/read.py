@@ -136,9 +136,11 @@ def read_catalog(
         raise UserError(f"a catalog source must be a path or URL, not {type(source).__name__}")
     import fsspec
 
+    from ..fetch import redact
+
     fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
     if not fs.exists(path):
-        raise UserError(f"{source}: no such file or folder")
+        raise UserError(f"{redact(source)}: no such file or folder")
     kind = format or detect_format(source, fs, path)
     if kind == "dwca":
         from .dwca import read_dwca_pandas

@@ -9,8 +9,10 @@ and turns a :class:`~idigdask.errors.UserError` into one line on stderr and exit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import logging
 import os
 import sys
 from typing import Any, Sequence
@@ -54,16 +56,32 @@ def _print_text(summary: dict[str, Any], indent: str = "") -> None:
             print(f"{indent}{key}: {value}")
 
 
+def _log_to_stderr() -> None:
+    """Show idigdask's own progress messages (the dashboard link...) on stderr."""
+    logger = logging.getLogger("idigdask")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("idigdask: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``idigdask`` command line and return its exit code."""
     # TensorFlow's C++ log noise, before anything imports it
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
+    _log_to_stderr()
     try:
-        summary = args._run(args)
+        # with --json, stdout carries the summary alone: progress goes to stderr
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            summary = args._run(args)
     except UserError as exc:
-        print(f"idigdask {args.command}: error: {exc}", file=sys.stderr)
+        from ..fetch import redact
+
+        # messages may quote a URL: never print its credentials
+        print(f"idigdask {args.command}: error: {redact(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"idigdask {args.command}: interrupted", file=sys.stderr)

@@ -275,7 +275,7 @@ def test_killed_build_resumes_to_identical_bytes(tmp_path, server, sheet_files, 
     assert len(ledger) == len(uris) and set(ledger["status"]) == {"ok"}
 
 
-def test_cli_build_and_ledger(tmp_path, server, sheet_files, small_sheets):
+def test_cli_build_and_ledger(tmp_path, server, sheet_files, small_sheets, dask_client):
     root = Path(small_sheets.folder)
     catalog = tmp_path / "urls.csv"
     urls = [server.url_for(rel(p, root)) for p in sheet_files[:4]] + \
@@ -283,11 +283,13 @@ def test_cli_build_and_ledger(tmp_path, server, sheet_files, small_sheets):
     pd.DataFrame({"url": urls}).to_csv(catalog, index=False)
     store = tmp_path / "cli.zarr"
     done = subprocess.run([str(BIN / "idigdask"), "build", str(catalog), "-o", str(store),
-                           "--size", "32", "--json", "--workers", "1"],
+                           "--size", "32", "--json", "--scheduler",
+                           dask_client.scheduler.address],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["images"] == 4 and summary["rows"] == 5
+    assert "dashboard" in done.stderr and dask_client.scheduler.address in done.stderr
     shown = subprocess.run([str(BIN / "idigdask"), "ledger", str(store), "--json"],
                            capture_output=True, text=True, timeout=60)
     counts = json.loads(shown.stdout)
