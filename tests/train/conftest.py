@@ -92,17 +92,6 @@ def unlabelled_store(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def dask_client():
-    """A real LocalCluster of two single-threaded worker processes."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", host="127.0.0.1") as cluster, \
-            Client(cluster) as client:
-        yield client
-
-
-@pytest.fixture(scope="session")
 def trained_model(tiny_store, tmp_path_factory):
     """A Smithsonian network trained two epochs on ``tiny_store``."""
     from idigdask.train import train
