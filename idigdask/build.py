@@ -305,7 +305,10 @@ class _Builder:
         from dask.base import tokenize
 
         futures = []
-        batch = self.batch_size
+        # a short wave (the last one, or a small catalog) is cut finer, so that every
+        # worker thread gets a share of it
+        threads = sum(self.client.nthreads().values()) or 1
+        batch = max(1, min(self.batch_size, -(-len(rows) // (2 * threads))))
         for start in range(0, len(rows), batch):
             chunk = rows.iloc[start:start + batch]
             key = f"process_batch-{tokenize(chunk, self.options)}"
