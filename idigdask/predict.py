@@ -39,6 +39,25 @@ def _current_worker():
         return None
 
 
+def _share_cores(worker) -> None:
+    """Keep TensorFlow on a worker to that worker's threads.
+
+    TensorFlow otherwise runs a thread per core in every worker process, so workers
+    on one machine fight over the cores and adding workers adds nothing.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, int(worker.state.nthreads)))
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, int(worker.state.nthreads)))
+    except RuntimeError:  # TensorFlow already started in this process: leave it
+        pass
+
+
 def worker_model(model_path: str, mtime_ns: int):
     """Return the model at ``model_path``, loading it once per worker process.
 
@@ -51,6 +70,7 @@ def worker_model(model_path: str, mtime_ns: int):
     with _MODELS_LOCK:
         if worker is not None:
             if not hasattr(worker, "idigdask_models"):
+                _share_cores(worker)
                 worker.idigdask_models = {}
                 worker.idigdask_model_loads = 0
             cache = worker.idigdask_models
