@@ -40,7 +40,7 @@ MODELS: dict[str, tuple[str | None, str | None]] = {
 
 
 def smithsonian_cnn(input_shape: tuple[int, int, int] = (256, 256, 3), n_classes: int = 2,
-                    input_size: int | None = None):
+                    input_size: int | None = None, bn_momentum: float | None = None):
     """The stain-detection network of Schuettpelz et al. (2017).
 
     conv 10 filters 5x5, batch-norm, ReLU, max-pool; conv 40 filters 5x5, batch-norm,
@@ -56,6 +56,12 @@ def smithsonian_cnn(input_shape: tuple[int, int, int] = (256, 256, 3), n_classes
     input_size : int, optional
         When set, the model first resizes its input to ``input_size`` square (a
         ``Resizing`` layer), so a 256 px store can train a faster 128 px network.
+    bn_momentum : float, optional
+        Momentum of the moving statistics of the two batch-norm layers (default: the
+        Keras default, 0.99). A short run of a few hundred steps leaves the moving
+        statistics far behind the trained weights at 0.99, so the evaluated network
+        differs from the trained one; 0.9 lets them keep up. The architecture is
+        unchanged.
 
     Returns
     -------
@@ -84,7 +90,8 @@ def smithsonian_cnn(input_shape: tuple[int, int, int] = (256, 256, 3), n_classes
         x = layers.Resizing(input_size, input_size, name="resize")(x)
     for i, filters in enumerate((10, 40), start=1):
         x = layers.Conv2D(filters, 5, name=f"conv{i}")(x)
-        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        bn = {} if bn_momentum is None else {"momentum": float(bn_momentum)}
+        x = layers.BatchNormalization(name=f"bn{i}", **bn)(x)
         x = layers.ReLU(name=f"relu{i}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = layers.Dropout(0.5, name="dropout1")(x)
@@ -163,7 +170,7 @@ def _local_weights(weights: Any) -> str | None:
 
 def build_model(name: str = "smithsonian", input_shape: tuple[int, int, int] = (256, 256, 3),
                 n_classes: int = 2, weights: str | os.PathLike | None = None,
-                input_size: int | None = None):
+                input_size: int | None = None, bn_momentum: float | None = None):
     """Build a classifier by name (see :data:`MODELS`).
 
     Parameters
@@ -172,6 +179,9 @@ def build_model(name: str = "smithsonian", input_shape: tuple[int, int, int] = (
         ``"smithsonian"`` or a backbone name.
     input_shape, n_classes, weights, input_size
         See :func:`smithsonian_cnn` and :func:`backbone`.
+    bn_momentum : float, optional
+        Batch-norm momentum of the smithsonian network (see :func:`smithsonian_cnn`);
+        backbones keep their own.
 
     Returns
     -------
@@ -184,7 +194,8 @@ def build_model(name: str = "smithsonian", input_shape: tuple[int, int, int] = (
     if key == "smithsonian":
         if weights is not None:
             raise UserError("the smithsonian model has no pretrained weights")
-        return smithsonian_cnn(input_shape, n_classes, input_size=input_size)
+        return smithsonian_cnn(input_shape, n_classes, input_size=input_size,
+                               bn_momentum=bn_momentum)
     return backbone(key, input_shape, n_classes, weights=weights, input_size=input_size)
 
 

@@ -3,10 +3,12 @@
 No machine of this project reaches iDigBio, so this module draws images that look
 enough like herbarium sheets to exercise the whole route (catalog, fetch, decode, store,
 train): cream paper with texture, a mounted plant, a printed label, a barcode, a colour
-bar and ruler. Sheets of the positive class carry mercury-like stains: grey-to-black
-diffuse halos and speckle clusters near the plant. Some sheets of either class carry
-confounders (dark plant parts, pencil lines, shadows, foxing, ink stamps) so that telling
-the classes apart is a real learning task.
+bar and ruler. Sheets of the positive class carry mercury-like stains: two to five
+grey-to-black diffuse halos (7-13% of the sheet's width across the radius, of varied
+opacity and tone) and up to three speckle clusters near the plant, large enough to stay
+visible when a sheet is reduced to the 128 px of a training store. Some sheets of either
+class carry confounders (dark plant parts, pencil lines, shadows, foxing, ink stamps,
+grey colour-chart patches) so that telling the classes apart is a real learning task.
 
 Everything is seeded from ``(seed, index)``: the same arguments give the same pixels and
 the same JPEG bytes. A sheet is drawn at a low internal resolution (long side about
@@ -349,7 +351,10 @@ def _stain_density(rng: np.random.Generator, w: int, h: int,
                    plant: list[tuple[float, float]]) -> np.ndarray:
     """Opacity map (h, w) in [0, 1] of mercury-like halos and speckle clusters."""
     density = np.zeros((h, w), np.float32)
-    n_halos = int(rng.integers(1, 5))
+    # Halos are what the classifier must find at the store's 128-256 px: two to five
+    # of 7-13% of the sheet's width (a few pixels across would sit below what the
+    # reference network learns from a thousand sheets), of varied size and contrast.
+    n_halos = int(rng.integers(2, 6))
     n_clusters = int(rng.integers(0, 4))
     anchors = np.asarray(plant, dtype=np.float64)
 
@@ -359,11 +364,11 @@ def _stain_density(rng: np.random.Generator, w: int, h: int,
 
     for _ in range(n_halos):
         cx, cy = near_plant()
-        radius = w * rng.uniform(0.04, 0.09)
-        peak = rng.uniform(0.45, 0.8)
+        radius = w * rng.uniform(0.07, 0.13)
+        peak = rng.uniform(0.6, 0.9)
         aspect, theta = rng.uniform(0.55, 1.0), rng.uniform(0, math.pi)
-        x0, x1 = max(0, int(cx - 3 * radius)), min(w, int(cx + 3 * radius) + 1)
-        y0, y1 = max(0, int(cy - 3 * radius)), min(h, int(cy + 3 * radius) + 1)
+        x0, x1 = max(0, int(cx - 2.5 * radius)), min(w, int(cx + 2.5 * radius) + 1)
+        y0, y1 = max(0, int(cy - 2.5 * radius)), min(h, int(cy + 2.5 * radius) + 1)
         if x0 >= x1 or y0 >= y1:
             continue
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)

@@ -251,7 +251,8 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
           patience: int = 3, augment: bool = True, resume: bool = False, client: Any = None,
           storage_options: dict | None = None, verbose: int = 1,
           weights: str | None = None, fractions: tuple = (0.7, 0.15, 0.15),
-          window_chunks: int = 4, prefetch: int = 4) -> TrainResult:
+          window_chunks: int = 4, prefetch: int = 4,
+          bn_momentum: float | None = None, lr_patience: int = 0) -> TrainResult:
     """Train a classifier on the labelled images of a store.
 
     Parameters
@@ -277,7 +278,8 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
     patience : int
         Epochs without a better validation loss before stopping (0: never stop early).
     augment : bool
-        Random flips, quarter turns, brightness and contrast on training batches.
+        Random flips, quarter turns, small translations, brightness and contrast on
+        training batches (see :func:`idigdask.feed.augment_images`).
     resume : bool
         Continue from ``out/checkpoints/last.keras`` at the next epoch.
     client : distributed.Client, optional
@@ -293,6 +295,15 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
         Train, validation and test shares of the specimens.
     window_chunks, prefetch : int
         See :class:`idigdask.feed.StoreFeed`.
+    bn_momentum : float, optional
+        Batch-norm momentum of the smithsonian network (default: Keras' 0.99); 0.9
+        suits short runs of a few hundred steps (see
+        :func:`idigdask.models.smithsonian_cnn`).
+    lr_patience : int
+        Halve the learning rate when the validation loss has not improved for this
+        many epochs (0: a constant learning rate). It calms the epoch-to-epoch swings
+        of a small network trained with dropout, so that early stopping does not end
+        on one of them.
 
     Returns
     -------
@@ -344,7 +355,8 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
         "input_size": input_size, "normalize": normalize,
         "channel_mean": mean, "channel_std": std, "seed": seed, "batch_size": batch_size,
         "epochs": epochs, "learning_rate": learning_rate, "patience": patience,
-        "augment": augment, "fractions": list(fractions),
+        "augment": augment, "fractions": list(fractions), "bn_momentum": bn_momentum,
+        "lr_patience": lr_patience,
         "catalog_source": ds.attrs.get("catalog_source"),
         "store_created": ds.attrs.get("created"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -356,7 +368,8 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
         net = keras.saving.load_model(model_dir / "checkpoints" / "last.keras", safe_mode=True)
     else:
         net = compile_model(build_model(model, image_shape, len(classes), weights=weights,
-                                        input_size=input_size), learning_rate)
+                                        input_size=input_size, bn_momentum=bn_momentum),
+                            learning_rate)
 
     def feed(part: str, **kwargs):
         rows = table[table["split"] == part]
@@ -376,7 +389,8 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
             net.fit(train_feed, validation_data=val_feed, epochs=epochs,
                     initial_epoch=state["epochs_done"], shuffle=False,
                     class_weight=class_weights(train_codes.to_numpy()),
-                    callbacks=[_make_callback(model_dir, state, history, patience, verbose)],
+                    callbacks=_callbacks(model_dir, state, history, patience, lr_patience,
+                                         verbose),
                     verbose=2 if verbose else 0)
     finally:
         train_feed.close()
@@ -393,6 +407,18 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
         best_val_accuracy=state["best_val_accuracy"], stopped_early=state["stopped_early"],
         split_counts={k: int(v) for k, v in table["split"].value_counts().items()},
         seconds=round(time.perf_counter() - started, 2), history=history)
+
+
+def _callbacks(model_dir: Path, state: dict, history: dict, patience: int, lr_patience: int,
+               verbose: int) -> list:
+    import keras
+
+    callbacks = [_make_callback(model_dir, state, history, patience, verbose)]
+    if lr_patience and lr_patience > 0:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=int(lr_patience), min_lr=1e-6,
+            verbose=1 if verbose else 0))
+    return callbacks
 
 
 def _clear_model_dir(model_dir: Path) -> None:

@@ -49,7 +49,8 @@ def test_stains_darken_the_sheet_near_the_plant_only(index):
     stained = render_sheet(index, size=size, stained=True)
     delta = stained.astype(int).sum(-1) - clean.astype(int).sum(-1)
     changed = delta != 0
-    assert 0.002 < changed.mean() < 0.4
+    assert 0.002 < changed.mean() < 0.6  # faint halo edges included
+    assert 0.01 < (delta < -60).mean() < 0.2  # clearly darker: the stain cores
     assert (delta[changed] < 0).mean() > 0.8  # stains are dark
     x0, x1, y0, y1 = _plant_box(clean)
     pad = 0.2 * size[0]
