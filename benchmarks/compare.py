@@ -264,7 +264,7 @@ class Comparison:
     def _run_idigdask(self, urls_csv: str, out: Path, local: bool) -> ToolRun:
         cmd = [sys.executable, "-m", "idigdask", "build", urls_csv, "-o", str(out),
                "--size", str(OUTPUT_SIZE), "--resize-mode", "pad", "--url-column", "url",
-               "--workers", str(self.args.workers), "--no-progress", "--json"]
+               "--threads", str(self.args.workers), "--no-progress", "--json"]
         if local:
             cmd.append("--allow-local")
         seconds, code, stdout, stderr, peak = _monitored(cmd)
@@ -544,7 +544,7 @@ def memory_scaling(cmp: Comparison, served) -> dict:
                             [served.url_for(p) for p in sheets.paths[:n]])
         store = cmp.work / f"scaling-{n}.zarr"
         cmd = [sys.executable, "-m", "idigdask", "build", csv, "-o", str(store), "--size",
-               str(OUTPUT_SIZE), "--url-column", "url", "--workers", str(cmp.args.workers),
+               str(OUTPUT_SIZE), "--url-column", "url", "--threads", str(cmp.args.workers),
                "--no-progress", "--json"]
         seconds, code, stdout, stderr, peak = _monitored(cmd)
         shutil.rmtree(store, ignore_errors=True)
@@ -567,7 +567,8 @@ def report(cmp: Comparison, summary: dict, sets: dict, tools: list[str], argv: l
              f"Command: `python benchmarks/compare.py {' '.join(argv)}`".rstrip() + "", "",
              f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, {info['os']}",
              "", "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()), "",
-             f"Every tool: {args.workers} processes, output {OUTPUT_SIZE}x{OUTPUT_SIZE}; "
+             f"Every tool: {args.workers} processes (idigdask: {args.workers} threads of its "
+             f"in-process Dask worker), output {OUTPUT_SIZE}x{OUTPUT_SIZE}; "
              f"median of {args.repeat} runs, tools round-robin. Images/s and MB/s over the wall "
              "time of the tool's process (start-up included; the ceiling is timed inside its "
              "warm pool). Peak memory: the largest summed RSS of the tool's process tree.", ""]

@@ -457,6 +457,7 @@ def build_dataset(
     client: "Client | None" = None,
     scheduler: str | None = None,
     n_workers: int | None = None,
+    n_threads: int | None = None,
     progress: bool | None = None,
 ) -> BuildResult:
     """Build (or resume, or extend) a chunked Zarr image store from a media catalog.
@@ -501,7 +502,7 @@ def build_dataset(
     allow_local : bool, optional
         Fetch local files (``file://``, paths, ``memory://``). Default: only when the
         catalog itself is local or an in-memory DataFrame.
-    client, scheduler, n_workers
+    client, scheduler, n_workers, n_threads
         Where to run, see :func:`idigdask.get_client`.
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
@@ -561,7 +562,8 @@ def build_dataset(
         target.truncate(n_committed)
 
     show = sys.stderr.isatty() if progress is None else progress
-    with get_client(client, scheduler=scheduler, n_workers=n_workers) as dask_client, \
+    with get_client(client, scheduler=scheduler, n_workers=n_workers,
+                    n_threads=n_threads) as dask_client, \
             tqdm(desc="build", unit="row", disable=not show) as bar:
         threads = sum(dask_client.nthreads().values()) or 1
         builder = _Builder(dask_client, target, options, label_kind=label_kind, dedup=dedup,
