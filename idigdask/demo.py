@@ -60,7 +60,8 @@ def run_demo(
     seed : int
         Seed of the sheets, the split and the training.
     n_workers : int, optional
-        Workers of the LocalCluster (default: one per core).
+        Worker processes of the LocalCluster (default: one in-process worker with a
+        thread per core).
     say : callable
         Where progress lines go.
 
