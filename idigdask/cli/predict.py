@@ -17,8 +17,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="where the predictions go (predictions.parquet)")
     add_catalog_options(p)
     p.add_argument("--batch-size", type=int, default=64, help="images per inference step (64)")
-    p.add_argument("--chunks-per-task", type=int, default=1,
-                   help="store chunks scored by one task (1)")
+    p.add_argument("--chunks-per-task", type=int, default=4,
+                   help="store chunks scored by one task (4)")
     p.add_argument("--catalog-batch-size", type=int, default=64,
                    help="catalog rows fetched and scored by one task (64)")
     p.add_argument("--allow-local", action="store_true",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -10,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,29 +22,9 @@ from idigdask.decode import decode_image
 from idigdask.errors import UserError
 from idigdask.testing.media_server import MediaServer
 
+from frames import catalog_frame
+
 BIN = Path(sys.executable).parent
-
-
-def catalog_frame(uris, *, labels=None, records=None, hashes=None, uuids=None) -> pd.DataFrame:
-    """A catalog in the normalized media schema."""
-    n = len(uris)
-    frame = pd.DataFrame({
-        "media_uuid": uuids or [str(uuid.uuid5(uuid.NAMESPACE_URL, f"{u}#{i}"))
-                                for i, u in enumerate(uris)],
-        "access_uri": list(uris),
-        "format": ["image/jpeg"] * n,
-        "record_uuids": records or [[f"rec-{i}"] for i in range(n)],
-        "width": pd.array([None] * n, dtype="Int64"),
-        "height": pd.array([None] * n, dtype="Int64"),
-        "license": [None] * n,
-        "hash_function": [h[0] if h else None for h in (hashes or [None] * n)],
-        "hash_value": [h[1] if h else None for h in (hashes or [None] * n)],
-        "recordset": [None] * n,
-        "excluded": [None] * n,
-    })
-    if labels is not None:
-        frame.insert(10, "label", labels)
-    return frame
 
 
 @pytest.fixture(scope="module")

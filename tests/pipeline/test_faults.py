@@ -22,26 +22,14 @@ import idigdask
 from idigdask.build import build_dataset
 from idigdask.testing.media_server import MediaServer
 
+from frames import catalog_frame
+
 pytestmark = pytest.mark.timeout(60)
 
 BIN = Path(sys.executable).parent
 TIMEOUT = 1.0  # seconds per try: the slow and hanging routes must run past it
 RETRIES = 2
 MAX_BYTES = 2**20
-
-
-def catalog_frame(uris: list[str], uuids: list[str]) -> pd.DataFrame:
-    """A catalog in the normalized media schema (the columns a build reads)."""
-    n = len(uris)
-    return pd.DataFrame({
-        "media_uuid": uuids,
-        "access_uri": uris,
-        "format": ["image/jpeg"] * n,
-        "record_uuids": [[f"rec-{i}"] for i in range(n)],
-        "hash_function": [None] * n,
-        "hash_value": [None] * n,
-        "excluded": [None] * n,
-    })
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,8 @@ from idigdask.build import BuildOptions, build_dataset, process_batch
 from idigdask.errors import UserError
 from idigdask.fetch import FetchOptions
 from idigdask.testing.media_server import MediaServer
+
+from frames import catalog_frame
 from idigdask.testing.search_api import SearchAPIServer, make_media_item
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,20 +38,6 @@ pytestmark = pytest.mark.timeout(60)
 BIN = Path(sys.executable).parent
 SIZE = 32
 QUICK = dict(size=SIZE, timeout=1.0, retries=0, dedup=False, progress=False)
-
-
-def catalog_frame(uris: list[str], uuids: list[str] | None = None) -> pd.DataFrame:
-    """A catalog in the normalized media schema (the columns a build reads)."""
-    n = len(uris)
-    return pd.DataFrame({
-        "media_uuid": uuids or [f"row-{i:02d}" for i in range(n)],
-        "access_uri": uris,
-        "format": ["image/jpeg"] * n,
-        "record_uuids": [[f"rec-{i}"] for i in range(n)],
-        "hash_function": [None] * n,
-        "hash_value": [None] * n,
-        "excluded": [None] * n,
-    })
 
 
 def outcomes(store: str) -> dict[str, tuple[str, str | None]]:
