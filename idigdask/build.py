@@ -29,7 +29,8 @@ from .decode import decode_image
 from .errors import MediaError, UserError
 from .fetch import FetchOptions, classify_scheme, iter_fetch, redact
 from .hashing import NearDuplicateIndex, phash_hex, phash_int, sha256_hex, verify_hash
-from .store import LEDGER_COLUMNS, ImageStore, channel_stats, ledger_counts, read_ledger
+from .store import (LEDGER_COLUMNS, ImageStore, channel_stats, ledger_counts, read_ledger,
+                    stats_of_histogram)
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.dataframe as dd
@@ -215,12 +216,13 @@ def _ledger_of(result: BatchResult) -> pd.DataFrame:
 
 
 def _write_segment(store: str, storage_options: dict | None, start: int,
-                   selection: list[tuple[int, int]], *results: BatchResult) -> int:
-    """Gather the pixels of one chunk-aligned segment from batch results and write them."""
-    from .store import write_images
+                   selection: list[tuple[int, int]], *results: BatchResult) -> np.ndarray:
+    """Write the pixels of one chunk-aligned segment; return their (3, 256) histogram."""
+    from .store import channel_histograms, write_images
 
     pixels = np.stack([results[b].pixels[p] for b, p in selection])
-    return write_images(store, storage_options, start, pixels)
+    write_images(store, storage_options, start, pixels)
+    return channel_histograms(pixels)
 
 
 @dataclass
@@ -359,8 +361,9 @@ class _Builder:
             ledger, wave, writes, futures = self.pending[0]
             if not wait and not all(w.done() for w in writes):
                 return
-            self.client.gather(writes)  # raises if a write failed: the wave is not committed
-            self.store.write_ledger(ledger, self.run, wave)
+            # raises if a write failed: the wave is not committed
+            histogram = sum(self.client.gather(writes), np.zeros((3, 256), "int64"))
+            self.store.write_ledger(ledger, self.run, wave, histogram)
             self.pending.popleft()  # releases the wave's pixels on the workers
             self.processed += len(ledger)
             self.progress.update(len(ledger))
@@ -579,7 +582,9 @@ def build_dataset(
         while in_flight:
             builder.commit(*in_flight.popleft())
         builder.flush()
-        mean, std = channel_stats(str(store), storage_options)
+        histogram = target.pixel_histogram()
+        mean, std = (stats_of_histogram(histogram) if histogram is not None
+                     else channel_stats(str(store), storage_options))
     ledger = read_ledger(str(store), storage_options)
     counts = ledger_counts(ledger)
     target.update_attrs({"channel_mean": mean, "channel_std": std,

@@ -12,6 +12,9 @@ The ledger holds one row per catalog row processed; a later row for the same key
 supersedes an earlier one (a resumed build retries what failed). It is the source of
 truth for what is committed: the arrays may hold images past the last committed
 wave after a crash, and :meth:`ImageStore.truncate` removes them before a resume.
+Each part also carries, in its parquet metadata, the per-channel histogram of the
+pixels its wave wrote, so the channel statistics of a store are the sum over its
+committed parts and an incremental build never re-reads the images already stored.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ LEDGER_COLUMNS = [
     "image_index", "catalog_row", "run", "wave",
 ]
 STATUSES = ("ok", "failed", "duplicate", "excluded")
+#: Parquet metadata key of a ledger part's pixel histogram (JSON, 3 x 256 counts).
+HISTOGRAM_KEY = b"idigdask.pixel_histogram"
 
 
 def _join(store: str, *parts: str) -> str:
@@ -252,14 +257,49 @@ class ImageStore:
             if name in group and len(values):
                 group[name][start:start + len(values)] = values
 
-    def write_ledger(self, part: pd.DataFrame, run: int, wave: int) -> None:
-        """Commit one ledger part: after this, the wave's rows count as done."""
+    def write_ledger(self, part: pd.DataFrame, run: int, wave: int,
+                     histogram: np.ndarray | None = None) -> None:
+        """Commit one ledger part: after this, the wave's rows count as done.
+
+        ``histogram`` (3 x 256 counts of the pixels the wave wrote) is committed with
+        the part, in its parquet metadata, so the two can never disagree.
+        """
+        import json
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         fs, path = _fs(self.url, self.storage_options)
         target = _join(path, "ledger", f"part-{run:04d}-{wave:06d}.parquet")
         tmp = target + ".tmp"
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        counts = np.zeros((3, 256), "int64") if histogram is None else histogram
+        table = table.replace_schema_metadata({
+            **(table.schema.metadata or {}),
+            HISTOGRAM_KEY: json.dumps(np.asarray(counts, "int64").tolist())})
         with fs.open(tmp, "wb") as f:
-            part.to_parquet(f, index=False)
+            pq.write_table(table, f)
         fs.mv(tmp, target)
+
+    def pixel_histogram(self) -> np.ndarray | None:
+        """Sum of the committed ledger parts' pixel histograms, shape (3, 256).
+
+        None when a part that stored images has no histogram (a store written before
+        parts carried one): :func:`channel_stats` then reads the pixels instead.
+        """
+        import json
+
+        import pyarrow.parquet as pq
+
+        fs, path = _fs(self.url, self.storage_options)
+        total = np.zeros((3, 256), "int64")
+        for part in sorted(fs.glob(_join(path, "ledger", "part-*.parquet"))):
+            with fs.open(part, "rb") as f:
+                meta = pq.read_metadata(f).schema.to_arrow_schema().metadata or {}
+            if HISTOGRAM_KEY not in meta:
+                return None
+            total += np.asarray(json.loads(meta[HISTOGRAM_KEY]), "int64")
+        return total
 
     def next_run(self) -> int:
         fs, path = _fs(self.url, self.storage_options)
@@ -276,16 +316,30 @@ def write_images(store: str, storage_options: dict | None, start: int,
     """Write ``pixels`` into ``images[start:start+len(pixels)]``; runs on a worker."""
     import zarr
 
-    arr = zarr.open_array(_join(store, "images"), mode="r+",
-                          storage_options=storage_options)
+    # write_empty_chunks: skip zarr's pass comparing every chunk to the fill value;
+    # a chunk of images is never all zeros in practice, and writing one is harmless
+    arr = zarr.open_array(_join(store, "images"), mode="r+", storage_options=storage_options,
+                          config={"write_empty_chunks": True})
     arr[start:start + len(pixels)] = pixels
     return len(pixels)
 
 
-def _channel_histograms(block: np.ndarray) -> np.ndarray:
+def channel_histograms(block: np.ndarray) -> np.ndarray:
     """Counts of each 8-bit value per channel in a block of images: shape (3, 256)."""
     flat = block.reshape(-1, block.shape[-1])
     return np.stack([np.bincount(flat[:, c], minlength=256) for c in range(flat.shape[1])])
+
+
+def stats_of_histogram(counts: np.ndarray) -> tuple[list, list]:
+    """Per-channel mean and standard deviation from (3, 256) value counts."""
+    counts = np.asarray(counts, dtype="float64")
+    n = counts.sum(axis=1)
+    if not n.all():
+        return [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+    values = np.arange(256, dtype="float64")
+    mean = counts @ values / n
+    std = np.sqrt(np.maximum(counts @ values**2 / n - mean**2, 0.0))
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 
 def channel_stats(store: str, storage_options: dict | None = None) -> tuple[list, list]:
@@ -293,7 +347,9 @@ def channel_stats(store: str, storage_options: dict | None = None) -> tuple[list
 
     Each chunk is reduced on a worker to a histogram of its 8-bit values per channel;
     the histograms add up exactly, so the result does not depend on chunking or on
-    how the store was built, and no float copy of the pixels is ever made.
+    how the store was built, and no float copy of the pixels is ever made. A build
+    gets the same figures without reading the store again: its write tasks reduce
+    the pixels they write the same way (see :meth:`ImageStore.pixel_histogram`).
     """
     import dask
     import dask.array as da
@@ -301,10 +357,5 @@ def channel_stats(store: str, storage_options: dict | None = None) -> tuple[list
     images = da.from_zarr(_join(store, "images"), storage_options=storage_options)
     if images.shape[0] == 0:
         return [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
-    per_chunk = [dask.delayed(_channel_histograms)(b) for b in images.to_delayed().ravel()]
-    counts = dask.delayed(sum)(per_chunk).compute().astype("float64")
-    values = np.arange(256, dtype="float64")
-    n = counts.sum(axis=1)
-    mean = counts @ values / n
-    std = np.sqrt(np.maximum(counts @ values**2 / n - mean**2, 0.0))
-    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+    per_chunk = [dask.delayed(channel_histograms)(b) for b in images.to_delayed().ravel()]
+    return stats_of_histogram(dask.delayed(sum)(per_chunk).compute())

@@ -20,6 +20,7 @@ import idigdask
 from idigdask.build import build_dataset
 from idigdask.decode import decode_image
 from idigdask.errors import UserError
+from idigdask.store import ImageStore, channel_histograms, channel_stats
 from idigdask.testing.media_server import MediaServer
 
 from frames import catalog_frame
@@ -92,6 +93,8 @@ def test_build_accounts_for_every_row(tmp_path, server, sheet_files, small_sheet
     pix = ds.images.values.astype(float)
     assert np.allclose(ds.attrs["channel_mean"], pix.mean(axis=(0, 1, 2)), atol=0.01)
     assert np.allclose(ds.attrs["channel_std"], pix.std(axis=(0, 1, 2)), atol=0.01)
+    # the build's figures (from its write tasks) are those of a full read of the store
+    assert (ds.attrs["channel_mean"], ds.attrs["channel_std"]) == channel_stats(str(store))
 
     # the pixels of a known image are its expected resize
     first = ledger.loc[ledger.access_uri == good[0]].iloc[0]
@@ -168,6 +171,25 @@ def test_resume_fetches_only_what_is_missing(tmp_path, server, sheet_files, smal
     ds = idigdask.open_dataset(store)
     assert ds.sizes["image"] == 4 and ds.media_uuid.values[-1] == "new-row"
     assert result.counts["rows"] == 5
+    # the channel statistics add the new images to the committed parts' histograms
+    stats = (ds.attrs["channel_mean"], ds.attrs["channel_std"])
+    assert stats == channel_stats(store)
+    np.testing.assert_array_equal(ImageStore(store).pixel_histogram(),
+                                  channel_histograms(ds.images.values))
+
+
+def test_stats_of_a_store_whose_ledger_has_no_histograms(tmp_path, sheet_files, dask_client):
+    store = str(tmp_path / "old.zarr")
+    build_dataset(catalog_frame([str(p) for p in sheet_files[:3]]), store, size=32,
+                  dedup=False, client=dask_client)
+    for part in (tmp_path / "old.zarr" / "ledger").glob("part-*.parquet"):
+        pd.read_parquet(part).to_parquet(part, index=False)   # as parts were written before
+    assert ImageStore(store).pixel_histogram() is None
+    more = catalog_frame([str(p) for p in sheet_files[:5]])
+    build_dataset(more, store, size=32, dedup=False, client=dask_client)  # reads the pixels
+    ds = idigdask.open_dataset(store)
+    assert ds.sizes["image"] == 5
+    assert (ds.attrs["channel_mean"], ds.attrs["channel_std"]) == channel_stats(store)
 
 
 def test_unwritable_store_fails_before_fetching(tmp_path, server, sheet_files, small_sheets):
