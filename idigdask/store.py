@@ -326,6 +326,12 @@ def write_images(store: str, storage_options: dict | None, start: int,
 
 def channel_histograms(block: np.ndarray) -> np.ndarray:
     """Counts of each 8-bit value per channel in a block of images: shape (3, 256)."""
+    if block.dtype == np.uint8 and block.ndim >= 3 and block.shape[-1] == 3 and block.size:
+        from PIL import Image
+
+        # Pillow counts all three channels in one C pass, a third of bincount's time
+        tall = np.ascontiguousarray(block).reshape(-1, block.shape[-2], 3)
+        return np.asarray(Image.fromarray(tall).histogram(), "int64").reshape(3, 256)
     flat = block.reshape(-1, block.shape[-1])
     return np.stack([np.bincount(flat[:, c], minlength=256) for c in range(flat.shape[1])])
 

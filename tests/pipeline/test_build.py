@@ -307,3 +307,12 @@ def test_cli_user_mistakes_exit_2(tmp_path):
                               timeout=60)
         assert done.returncode == 2, (argv, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_channel_histograms_count_every_value():
+    block = np.random.default_rng(0).integers(0, 256, (5, 7, 9, 3), dtype=np.uint8)
+    expected = np.stack([np.bincount(block[..., c].ravel(), minlength=256) for c in range(3)])
+    np.testing.assert_array_equal(channel_histograms(block), expected)
+    strided = block[:, ::2]                    # not contiguous: counted all the same
+    np.testing.assert_array_equal(channel_histograms(strided), np.stack(
+        [np.bincount(strided[..., c].ravel(), minlength=256) for c in range(3)]))
