@@ -318,8 +318,8 @@ def write_images(store: str, storage_options: dict | None, start: int,
 
     # write_empty_chunks: skip zarr's pass comparing every chunk to the fill value;
     # a chunk of images is never all zeros in practice, and writing one is harmless
-    arr = zarr.open_array(_join(store, "images"), mode="r+", storage_options=storage_options,
-                          config={"write_empty_chunks": True})
+    arr = zarr.open_array(_join(store, "images"), mode="r+",
+                          storage_options=storage_options).with_config({"write_empty_chunks": True})
     arr[start:start + len(pixels)] = pixels
     return len(pixels)
 
