@@ -307,10 +307,13 @@ class _Builder:
         from dask.base import tokenize
 
         futures = []
-        # a short wave (the last one, or a small catalog) is cut finer, so that every
-        # worker thread gets a share of it
+        # a wave is cut into a multiple of the worker threads' count of equal batches
+        # (at most batch_size rows each), so that no thread idles while another
+        # finishes a wave's last batch; a short wave gives every thread two
         threads = sum(self.client.nthreads().values()) or 1
-        batch = max(1, min(self.batch_size, -(-len(rows) // (2 * threads))))
+        n_batches = max(2 * threads, -(-len(rows) // self.batch_size))
+        n_batches = -(-n_batches // threads) * threads
+        batch = max(1, -(-len(rows) // n_batches))
         for start in range(0, len(rows), batch):
             chunk = rows.iloc[start:start + batch]
             key = f"process_batch-{tokenize(chunk, self.options)}"
