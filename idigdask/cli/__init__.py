@@ -24,15 +24,17 @@ from ..errors import UserError
 COMMANDS = ("synth", "catalog", "build", "ledger", "train", "evaluate", "predict", "demo")
 
 #: The libraries each command loads anyway, imported up front by :func:`entry`.
+#: Keras is left to the commands: TensorFlow logs to stderr as it loads, which would
+#: come before the one line of a user mistake.
 _DASK = ("dask.dataframe", "distributed", "distributed.dashboard.scheduler")
 STACKS: dict[str, tuple[str, ...]] = {
     "catalog": ("idigdask.catalog", "dask.dataframe"),
     "build": ("idigdask.build", *_DASK),
     "ledger": ("idigdask.store",),
-    "train": ("idigdask.train", "keras", *_DASK),
-    "evaluate": ("idigdask.evaluate", "keras", *_DASK),
-    "predict": ("idigdask.predict", "keras", *_DASK),
-    "demo": ("idigdask.demo", "keras", *_DASK),
+    "train": ("idigdask.train", *_DASK),
+    "evaluate": ("idigdask.evaluate", *_DASK),
+    "predict": ("idigdask.predict", *_DASK),
+    "demo": ("idigdask.demo", *_DASK),
 }
 
 
