@@ -105,6 +105,10 @@ def _text(value: Any) -> str | None:
         or value is pd.NA else str(value)
 
 
+#: The catalog columns :func:`process_batch` reads.
+BATCH_COLUMNS = ("media_uuid", "access_uri", "excluded", "hash_function", "hash_value")
+
+
 def process_batch(rows: pd.DataFrame, options: BuildOptions) -> BatchResult:
     """Fetch, decode, resize and hash a batch of catalog rows.
 
@@ -314,8 +318,11 @@ class _Builder:
         n_batches = max(2 * threads, -(-len(rows) // self.batch_size))
         n_batches = -(-n_batches // threads) * threads
         batch = max(1, -(-len(rows) // n_batches))
+        # a task carries only the columns process_batch reads: every message is
+        # smaller, and so is what distributed keeps of recent messages
+        columns = [c for c in BATCH_COLUMNS if c in rows]
         for start in range(0, len(rows), batch):
-            chunk = rows.iloc[start:start + batch]
+            chunk = rows.iloc[start:start + batch][columns]
             key = f"process_batch-{tokenize(chunk, self.options)}"
             futures.append(self.client.submit(process_batch, chunk, self.options,
                                               key=key, pure=False))

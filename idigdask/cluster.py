@@ -54,6 +54,32 @@ def local_cluster_kwargs(n_workers: int | None = None,
             "dashboard_address": "127.0.0.1:0"}
 
 
+def _keep_large_buffers_out_of_the_heap(threshold: int = 2**20) -> bool:
+    """Serve allocations of ``threshold`` bytes or more with mmap, freed straight back.
+
+    Threads of an in-process worker allocate and free many buffers of a few MB
+    (fetched bodies, batches of pixels). glibc's adaptive threshold soon puts them in
+    its per-thread arenas, whose fragmentation grew a 20,000-image build's memory by
+    a third over a 2,000-image one; dask tunes malloc of its worker processes for the
+    same reason (``distributed.nanny.pre-spawn-environ``). A fixed threshold keeps
+    the memory flat for the cost of a page-mapping per large buffer. glibc only;
+    elsewhere nothing is changed.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    if mallopt is None:
+        return False
+    M_MMAP_THRESHOLD = -3
+    return bool(mallopt(M_MMAP_THRESHOLD, int(threshold)))
+
+
 @contextlib.contextmanager
 def get_client(
     client: "Client | None" = None,
@@ -101,8 +127,16 @@ def get_client(
                  existing.scheduler.address, existing.dashboard_link)
         yield existing
         return
+    import dask
+
     kwargs = local_cluster_kwargs(n_workers, n_threads)
-    with LocalCluster(**kwargs) as cluster, Client(cluster) as started:
+    if not kwargs["processes"]:
+        _keep_large_buffers_out_of_the_heap()
+    # distributed keeps the last `low-level-log-length` messages of every batched
+    # comm for debugging (1000 by default); with a catalog's rows in the messages that
+    # grew a 20,000-image build's memory by a third, so this cluster keeps a few
+    with dask.config.set({"distributed.admin.low-level-log-length": 16}), \
+            LocalCluster(**kwargs) as cluster, Client(cluster) as started:
         log.info("started a LocalCluster of %s; dashboard %s",
                  f"{kwargs['n_workers']} worker processes" if kwargs["processes"]
                  else f"{kwargs['threads_per_worker']} threads", started.dashboard_link)
