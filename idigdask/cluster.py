@@ -66,15 +66,10 @@ def _keep_large_buffers_out_of_the_heap(threshold: int = 2**20) -> bool:
     elsewhere nothing is changed.
     """
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None:
+    try:  # the symbols already loaded in this process: glibc's, on Linux
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
         return False
     M_MMAP_THRESHOLD = -3
     return bool(mallopt(M_MMAP_THRESHOLD, int(threshold)))

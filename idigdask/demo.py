@@ -104,11 +104,8 @@ def run_demo(
 
         model_dir = out / "model"
         t = _step(say, f"4/5 training the {model} CNN for up to {epochs} epochs in {model_dir}")
-        options = dict(TRAIN_OPTIONS)
-        if model != "smithsonian":  # the other networks keep their own batch-norm settings
-            options.pop("bn_momentum")
         train(str(store), label="label", model=model, epochs=epochs, out=str(model_dir),
-              seed=seed, client=client, **options)
+              seed=seed, client=client, **TRAIN_OPTIONS)
         timings["train"] = time.perf_counter() - t
 
         report = out / "report"

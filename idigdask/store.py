@@ -258,7 +258,7 @@ class ImageStore:
                 group[name][start:start + len(values)] = values
 
     def write_ledger(self, part: pd.DataFrame, run: int, wave: int,
-                     histogram: np.ndarray | None = None) -> None:
+                     histogram: np.ndarray) -> None:
         """Commit one ledger part: after this, the wave's rows count as done.
 
         ``histogram`` (3 x 256 counts of the pixels the wave wrote) is committed with
@@ -273,10 +273,9 @@ class ImageStore:
         target = _join(path, "ledger", f"part-{run:04d}-{wave:06d}.parquet")
         tmp = target + ".tmp"
         table = pa.Table.from_pandas(part, preserve_index=False)
-        counts = np.zeros((3, 256), "int64") if histogram is None else histogram
         table = table.replace_schema_metadata({
             **(table.schema.metadata or {}),
-            HISTOGRAM_KEY: json.dumps(np.asarray(counts, "int64").tolist())})
+            HISTOGRAM_KEY: json.dumps(np.asarray(histogram, "int64").tolist())})
         with fs.open(tmp, "wb") as f:
             pq.write_table(table, f)
         fs.mv(tmp, target)
@@ -284,8 +283,8 @@ class ImageStore:
     def pixel_histogram(self) -> np.ndarray | None:
         """Sum of the committed ledger parts' pixel histograms, shape (3, 256).
 
-        None when a part that stored images has no histogram (a store written before
-        parts carried one): :func:`channel_stats` then reads the pixels instead.
+        None when a part has no histogram (a store written before parts carried one):
+        :func:`channel_stats` then reads the pixels instead.
         """
         import json
 

@@ -298,7 +298,7 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
     bn_momentum : float, optional
         Batch-norm momentum of the smithsonian network (default: Keras' 0.99); 0.9
         suits short runs of a few hundred steps (see
-        :func:`idigdask.models.smithsonian_cnn`).
+        :func:`idigdask.models.smithsonian_cnn`). Backbones ignore it.
     lr_patience : int
         Halve the learning rate when the validation loss has not improved for this
         many epochs (0: a constant learning rate). It calms the epoch-to-epoch swings
@@ -355,7 +355,9 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
         "input_size": input_size, "normalize": normalize,
         "channel_mean": mean, "channel_std": std, "seed": seed, "batch_size": batch_size,
         "epochs": epochs, "learning_rate": learning_rate, "patience": patience,
-        "augment": augment, "fractions": list(fractions), "bn_momentum": bn_momentum,
+        "augment": augment, "fractions": list(fractions),
+        # backbones keep their own batch-norm settings (see build_model)
+        "bn_momentum": bn_momentum if model.lower() == "smithsonian" else None,
         "lr_patience": lr_patience,
         "catalog_source": ds.attrs.get("catalog_source"),
         "store_created": ds.attrs.get("created"),

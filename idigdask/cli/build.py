@@ -55,7 +55,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="fetch local files even when the catalog is remote")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="join this Dask scheduler instead of starting a LocalCluster")
-    p.add_argument("--workers", type=int, default=None, help="worker processes of the LocalCluster (default: one thread per core)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes of the LocalCluster (default: one thread per core)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads of the in-process LocalCluster (default: one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dedup=not args.no_dedup, phash_distance=args.phash_distance,
         keep_duplicates=args.keep_duplicates, retry_failed=not args.no_retry_failed,
         allow_local=True if args.allow_local else None, scheduler=args.scheduler,
-        n_workers=args.workers, n_threads=args.threads, progress=False if args.no_progress else None,
+        n_workers=args.workers, n_threads=args.threads,
+        progress=False if args.no_progress else None,
     )
     return result.summary()

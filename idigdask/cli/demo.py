@@ -25,7 +25,8 @@ def register(sub) -> argparse.ArgumentParser:
                    f"({DEFAULTS['sheet_size'][0]}x{DEFAULTS['sheet_size'][1]})")
     p.add_argument("--model", default="smithsonian", help="model name (smithsonian)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--workers", type=int, default=None, help="Dask worker processes (default: one thread per core)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Dask worker processes (default: one thread per core)")
     return p
 
 

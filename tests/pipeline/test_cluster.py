@@ -10,8 +10,8 @@ from idigdask.cluster import local_cluster_kwargs
 
 PROBE = """
 import json, os, dask
-from idigdask.cluster import current_client, get_client
-seen = {}
+from idigdask.cluster import _keep_large_buffers_out_of_the_heap, current_client, get_client
+seen = {"mallopt": _keep_large_buffers_out_of_the_heap()}
 with get_client(n_threads=2) as client:
     seen["current"] = current_client() is client
     seen["threads"] = sum(client.nthreads().values())
@@ -31,6 +31,8 @@ def test_default_cluster_is_threads_in_this_process():
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["current"] and seen["pid"] and seen["closed"]
+    if sys.platform == "linux":  # glibc's mallopt took the mmap threshold
+        assert seen["mallopt"] is True
     assert (seen["workers"], seen["threads"]) == (1, 2)
     # the cluster it starts keeps few messages for debugging; the setting is restored
     assert seen["log_length"] == 16 and seen["after"] == 1000
