@@ -21,7 +21,7 @@ import json
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,21 +75,63 @@ def store_location(ds) -> str | None:
     return str(source) if source else None
 
 
-_ARRAYS: dict[str, Any] = {}
+#: Open ``images`` arrays, per store and options: ``key -> (stamp, array)``.
+_ARRAYS: dict[str, tuple[tuple, Any]] = {}
 _ARRAYS_LOCK = threading.Lock()
 
+#: Fields of :meth:`fsspec.AbstractFileSystem.info` that change when a file is
+#: rewritten: local inode and times, object-store tags, versions and times.
+_STAMP_FIELDS = ("ino", "mtime", "created", "size", "ETag", "etag", "LastModified",
+                 "last_modified", "VersionId", "version_id", "generation", "md5Hash",
+                 "mtime_ns", "updated")
 
-def _images_array(store: str, storage_options: dict | None):
-    """Open (once per process) the ``images`` Zarr array of a store."""
+
+def _store_stamp(store: str, storage_options: dict | None) -> tuple:
+    """A cheap token of the store's current state: the stat of ``images/zarr.json``.
+
+    The array's metadata file is written when the store is created and rewritten on
+    every resize (a build appends by resizing before it writes any pixels), so a store
+    deleted and rebuilt at the same path, or extended, gets another token. It costs one
+    ``stat`` (a HEAD on object stores) per batch; a file system whose listing gives no
+    such fields falls back to the file's content (the shape).
+    """
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(store, **(storage_options or {}))
+    meta = path.rstrip("/") + "/images/zarr.json"
+    fs.invalidate_cache(meta)  # a listing cached by the file system would be stale
+    try:
+        info = fs.info(meta)
+    except FileNotFoundError:
+        return ("missing",)
+    stamp = tuple((k, str(info[k])) for k in _STAMP_FIELDS if info.get(k) is not None)
+    if not any(k != "size" for k, _ in stamp):
+        stamp += (("content", fs.cat_file(meta)),)
+    return stamp
+
+
+def _images_array(store: str, storage_options: dict | None) -> tuple[Any, tuple]:
+    """Return the ``images`` Zarr array of a store and the key of its cached chunks.
+
+    The array is opened once per process and state of the store: when the store's
+    stamp (see :func:`_store_stamp`) changes, it is opened again (a Zarr array keeps
+    the shape it was opened with) and the chunks cached for the old state are dropped.
+    """
     import zarr
 
     key = store + "\0" + json.dumps(storage_options or {}, sort_keys=True, default=str)
+    # stamped before opening: a change in between only costs one more open later
+    stamp = _store_stamp(store, storage_options)
     with _ARRAYS_LOCK:
-        arr = _ARRAYS.get(key)
-        if arr is None:
-            group = zarr.open_group(store, mode="r", storage_options=storage_options or None)
-            arr = _ARRAYS[key] = group["images"]
-    return arr
+        cached = _ARRAYS.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1], (key, stamp)
+        if cached is not None:
+            _CHUNKS.drop(lambda k: k[0][0] == key)
+        group = zarr.open_group(store, mode="r", storage_options=storage_options or None)
+        arr = group["images"]
+        _ARRAYS[key] = (stamp, arr)
+    return arr, (key, stamp)
 
 
 class _ChunkCache:
@@ -117,6 +159,12 @@ class _ChunkCache:
             while self._bytes > self.max_bytes and len(self._data) > 1:
                 _, old = self._data.popitem(last=False)
                 self._bytes -= old.nbytes
+
+    def drop(self, stale: Callable[[tuple], bool]) -> None:
+        """Forget the entries whose key satisfies ``stale(key)``."""
+        with self._lock:
+            for key in [k for k in self._data if stale(k)]:
+                self._bytes -= self._data.pop(key).nbytes
 
 
 _CHUNKS = _ChunkCache(CHUNK_CACHE_BYTES)
@@ -150,10 +198,14 @@ def read_images(source: Any, indices: np.ndarray, chunk_size: int,
     -----
     Every chunk touched is read whole (Zarr decompresses whole chunks anyway) and kept
     in a small per-process cache, so the other batches of the same window find it.
+    The cache is keyed by the store's state, checked at every call with one ``stat``
+    of the array's metadata: a store rebuilt at the same path, or extended, is read
+    afresh. Pixels rewritten in place without a resize (a Zarr region write) are not
+    noticed.
     """
     indices = np.asarray(indices, dtype=np.int64)
     if isinstance(source, str):
-        arr, key0 = _images_array(source, storage_options), source
+        arr, key0 = _images_array(source, storage_options)
     else:
         arr, key0 = source, id(source)
     n = arr.shape[0]

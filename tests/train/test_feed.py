@@ -189,3 +189,70 @@ def test_feed_reads_an_in_memory_dataset(tiny_store):
     assert feed.client is None or not isinstance(feed.source, str)
     np.testing.assert_array_equal(feed[0][0], ds["images"].values[[1, 9, 30]].astype(np.float32))
     feed.close()
+
+
+# --- a store rebuilt or extended while the process lives ----------------------------
+def _append(store: str, extra: str) -> None:
+    """Append the images of store ``extra`` to ``store`` (as a resumed build does)."""
+    import xarray as xr
+
+    more = xr.open_zarr(extra, consolidated=False).load()
+    more.attrs = {}
+    for name in more.variables:
+        more[name].encoding = {}
+    more.to_zarr(store, append_dim="image", consolidated=False, zarr_format=3)
+
+
+def test_read_images_sees_a_store_rebuilt_in_place(tmp_path, store_factory):
+    import shutil
+
+    from idigdask.feed import StoreFeed
+
+    path = str(tmp_path / "again.zarr")
+
+    def stored(idx):
+        return open_store(path)["images"].values[idx]
+
+    store_factory(path, n=16, seed=1)
+    idx = np.array([0, 9, 15])
+    np.testing.assert_array_equal(load_batch(path, idx, chunk_size=CHUNK).astype(np.uint8),
+                                  stored(idx))
+
+    # rebuilt in place with other images, then with fewer images
+    shutil.rmtree(path)
+    store_factory(path, n=16, seed=2)
+    np.testing.assert_array_equal(load_batch(path, idx, chunk_size=CHUNK).astype(np.uint8),
+                                  stored(idx))
+    shutil.rmtree(path)
+    store_factory(path, n=12, seed=3)
+    fewer = np.array([0, 9, 11])
+    np.testing.assert_array_equal(load_batch(path, fewer, chunk_size=CHUNK).astype(np.uint8),
+                                  stored(fewer))
+
+    # extended in place: the new images are read, the old ones still match
+    _append(path, store_factory(tmp_path / "extra.zarr", n=10, seed=4))
+    more = np.array([3, 11, 12, 15, 21])
+    np.testing.assert_array_equal(load_batch(path, more, chunk_size=CHUNK).astype(np.uint8),
+                                  stored(more))
+    feed = StoreFeed(path, shuffle=False, batch_size=22, normalize=None, client=None)
+    try:
+        np.testing.assert_array_equal(feed.images(0), stored(np.arange(22)))
+    finally:
+        feed.close()
+
+
+def test_workers_see_a_store_rebuilt_in_place(tmp_path, store_factory, dask_client):
+    import shutil
+
+    path = str(tmp_path / "shared.zarr")
+    idx = np.arange(12)
+    for seed, n in ((5, 12), (6, 16), (7, 12)):
+        if seed != 5:
+            shutil.rmtree(path)
+        store_factory(path, n=n, seed=seed)
+        expected = open_store(path)["images"].values[idx]
+        # every worker reads the batch (each keeps its own caches)
+        for worker in dask_client.scheduler_info()["workers"]:
+            got = dask_client.submit(load_batch, path, idx, chunk_size=CHUNK, pure=False,
+                                     workers=[worker]).result()
+            np.testing.assert_array_equal(got.astype(np.uint8), expected)
