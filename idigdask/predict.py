@@ -112,7 +112,7 @@ def predict_store_block(store: str, storage_options: dict | None, start: int, st
     """Scores of images ``start:stop`` of a store (a whole number of chunks)."""
     from .feed import _images_array
 
-    images = np.asarray(_images_array(store, storage_options)[start:stop])
+    images = np.asarray(_images_array(store, storage_options)[0][start:stop])
     return score_images(model_path, mtime_ns, images, **score_kwargs)
 
 
