@@ -29,8 +29,8 @@ from .decode import decode_image
 from .errors import MediaError, UserError
 from .fetch import FetchOptions, classify_scheme, iter_fetch, redact
 from .hashing import NearDuplicateIndex, phash_hex, phash_int, sha256_hex, verify_hash
-from .store import (LEDGER_COLUMNS, ImageStore, channel_stats, ledger_counts, read_ledger,
-                    stats_of_histogram)
+from .store import (KEY_VERSION, LEDGER_COLUMNS, ImageStore, _read_parts, channel_stats,
+                    ledger_counts, read_ledger, row_keys, stats_of_histogram)
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.dataframe as dd
@@ -138,6 +138,7 @@ def process_batch(rows: pd.DataFrame, options: BuildOptions) -> BatchResult:
         "attempts": [0] * n, "nbytes": [0] * n, "seconds": [0.0] * n,
         "sha256": [""] * n, "phash": [""] * n,
         "source_width": [0] * n, "source_height": [0] * n, "pixel_index": [-1] * n,
+        "warnings": [None] * n,
     }
     excluded = rows["excluded"] if "excluded" in rows else pd.Series([None] * n)
     wanted: list[int] = []
@@ -183,6 +184,10 @@ def process_batch(rows: pd.DataFrame, options: BuildOptions) -> BatchResult:
             out["status"][i], out["reason"][i], out["message"][i] = \
                 "failed", exc.reason, redact(exc.message)
             continue
+        except MemoryError:  # one image too big for this worker: a failed row, not a stopped build
+            out["status"][i], out["reason"][i] = "failed", "out_of_memory"
+            out["message"][i] = f"decoding {len(data)} bytes ran out of memory"
+            continue
         finally:
             out["seconds"][i] = round(out["seconds"][i] + time.perf_counter() - started, 4)
         pixels[n_ok] = decoded.pixels
@@ -191,6 +196,7 @@ def process_batch(rows: pd.DataFrame, options: BuildOptions) -> BatchResult:
         out["phash"][i] = phash_hex(decoded.pixels)
         out["source_width"][i] = decoded.source_width
         out["source_height"][i] = decoded.source_height
+        out["warnings"][i] = "; ".join(getattr(decoded, "warnings", ())) or None
         out["pixel_index"][i] = n_ok
         n_ok += 1
     return BatchResult(pixels=pixels[:n_ok].copy(), ledger=pd.DataFrame(out))
@@ -255,18 +261,15 @@ class _Dedup:
             self.near.add(phash_int(phash), uuid)
 
 
-def _row_keys(part: pd.DataFrame, offset: int) -> pd.Series:
-    """Ledger key of each catalog row: its media uuid, or a position for repeats."""
-    rows = np.arange(offset, offset + len(part))
-    uuid = part["media_uuid"].astype(object).where(part["media_uuid"].notna(), None)
-    excluded = part["excluded"] if "excluded" in part else pd.Series([None] * len(part))
-    keys = []
-    for u, why, r in zip(uuid, excluded, rows):
-        if not u or (_text(why) or "").startswith("duplicate_media_uuid"):
-            keys.append(f"{u or 'row'}#{r}")
-        else:
-            keys.append(str(u))
-    return pd.Series(keys, index=part.index)
+def _row_keys(part: pd.DataFrame, seen: dict[str, int]) -> list[str]:
+    """Ledger keys of a partition's rows, by content (see :func:`idigdask.store.row_key`).
+
+    ``seen`` counts the keys of the partitions before, so that the n-th exact repeat
+    of a row gets its own key whatever else is wrong with it (excluded or not).
+    """
+    uuids = [_text(u) or "" for u in part["media_uuid"]]
+    uris = [redact(_text(u) or "") for u in part["access_uri"]]
+    return row_keys(uuids, uris, seen)
 
 
 def _label_kind(catalog: "dd.DataFrame") -> str | None:
@@ -359,8 +362,10 @@ class _Builder:
         ledger["row_key"] = rows["_row_key"].to_numpy()
         ledger["catalog_row"] = rows["_catalog_row"].to_numpy()
         ledger["run"], ledger["wave"] = self.run, self.wave
+        ledger["retired"] = False
         writes = self._write(rows, ledger, selection, futures)
-        self.pending.append((ledger[LEDGER_COLUMNS], self.wave, writes, futures))
+        span = (self.n_images, self.n_images + len(selection))
+        self.pending.append((ledger[LEDGER_COLUMNS], self.wave, writes, futures, span))
         self.n_images += len(selection)
         self.wave += 1
         self.flush(wait=False)
@@ -368,15 +373,30 @@ class _Builder:
     def flush(self, wait: bool = True) -> None:
         """Commit, in order, the ledger parts of waves whose pixels are written."""
         while self.pending:
-            ledger, wave, writes, futures = self.pending[0]
+            ledger, wave, writes, futures, span = self.pending[0]
             if not wait and not all(w.done() for w in writes):
                 return
             # raises if a write failed: the wave is not committed
             histogram = sum(self.client.gather(writes), np.zeros((3, 256), "int64"))
+            self.store.sync(*span)
             self.store.write_ledger(ledger, self.run, wave, histogram)
             self.pending.popleft()  # releases the wave's pixels on the workers
             self.processed += len(ledger)
             self.progress.update(len(ledger))
+
+    def reconcile(self, plan: _Plan) -> None:
+        """Commit the part that makes the ledger describe this build's catalog."""
+        committed = read_ledger(self.store.url, self.store.storage_options, retired=True)
+        part, taken = reconcile(committed, plan)
+        if not len(part):
+            return
+        for index, uri in taken:  # an image taken over: its provenance is the new row's
+            self.store.write_coords(index, {"access_uri": np.array([uri], dtype=object)})
+        if taken:
+            self.store.sync(min(i for i, _ in taken), max(i for i, _ in taken) + 1)
+        self.store.write_ledger(part[LEDGER_COLUMNS], self.run, self.wave,
+                                np.zeros((3, 256), "int64"))
+        self.wave += 1
 
     def _write(self, rows: pd.DataFrame, ledger: pd.DataFrame,
                selection: list[tuple[int, int]], futures: list) -> list:
@@ -440,6 +460,35 @@ def _as_catalog(catalog: Any, storage_options: dict | None,
     ddf = read_catalog(source, storage_options=storage_options, **catalog_options)
     # "search:{...}" is classified "search" and search URLs "http(s)": both remote
     return ddf, redact(source), classify_scheme(source) in ("file", "local")
+
+
+def _prepare_location(target: ImageStore) -> None:
+    """Refuse a location that holds something else; start a half-created store again."""
+    state = target.state()
+    if state == "foreign":
+        raise UserError(f"{redact(target.url)} exists and is not an idigdask store; "
+                        "build into a new path or an empty folder")
+    if state == "partial":
+        log.warning("%s: a store whose creation was cut short; creating it again",
+                    redact(target.url))
+        target.remove()
+    target.check_writable()
+
+
+def _rekey(target: ImageStore, committed: pd.DataFrame) -> pd.DataFrame:
+    """Key the ledger of a store built before keys were made from content.
+
+    The keys derive from the ledger's own columns, so the rewrite needs no catalog;
+    it is committed as one base part that supersedes the parts before it.
+    """
+    committed = committed.sort_values("catalog_row", kind="stable").reset_index(drop=True)
+    seen: dict[str, int] = {}
+    committed["row_key"] = row_keys([_text(u) or "" for u in committed["media_uuid"]],
+                                    [_text(u) or "" for u in committed["access_uri"]], seen)
+    target.write_ledger(committed[LEDGER_COLUMNS], target.next_run(), 0,
+                        target.pixel_histogram(), base=True)
+    target.update_attrs({"ledger_keys": KEY_VERSION})
+    return committed
 
 
 def build_dataset(
@@ -550,7 +599,7 @@ def build_dataset(
         raise UserError("--chunk-size and --batch-size must be at least 1")
 
     target = ImageStore(str(store), storage_options)
-    target.check_writable()
+    _prepare_location(target)
     label_kind = _label_kind(ddf)
     if target.exists():
         attrs = target.attrs
@@ -560,21 +609,26 @@ def build_dataset(
                             "store to change them")
         chunk_size = int(attrs.get("chunk_size", chunk_size))
         label_kind = label_kind if "label" in target.array_names() else None
-        committed = read_ledger(str(store), storage_options)
+        committed = read_ledger(str(store), storage_options, retired=True)
+        if attrs.get("ledger_keys") != KEY_VERSION:
+            committed = _rekey(target, committed)
     else:
         target.create(size=size, chunk_size=chunk_size, label_kind=label_kind, attrs={
             "resize_mode": resize_mode, "pad_color": list(pad_color),
             "catalog_source": source, "idigdask_version": __version__})
-        committed = read_ledger(str(store), storage_options)
+        committed = read_ledger(str(store), storage_options, retired=True)
     done_status = {"ok", "duplicate"} | (set() if retry_failed else {"failed"})
-    done = set(committed.loc[committed["status"].isin(done_status), "row_key"])
-    n_committed = int((committed["status"] == "ok").sum())
-    if target.length() != n_committed:
-        log.info("store holds %d images past the last commit; truncating to %d",
-                 target.length() - n_committed, n_committed)
+    done_rows = committed[committed["status"].isin(done_status)]
+    done = dict(zip(done_rows["row_key"], done_rows["catalog_row"].astype("int64")))
+    # images are only appended: the committed ones are those the ledger points at
+    n_committed = int(pd.to_numeric(committed["image_index"]).max() + 1) if len(committed) else 0
+    n_committed = max(n_committed, 0)
+    if target.needs_truncate(n_committed):
+        log.info("store holds images past the last commit; truncating to %d", n_committed)
         target.truncate(n_committed)
 
     show = sys.stderr.isatty() if progress is None else progress
+    plan = _Plan()
     with get_client(client, scheduler=scheduler, n_workers=n_workers,
                     n_threads=n_threads) as dask_client, \
             tqdm(desc="build", unit="row", disable=not show) as bar:
@@ -585,17 +639,18 @@ def build_dataset(
                            batch_size=batch_size, chunk_size=chunk_size)
         wave_rows = batch_size * (wave_batches or 4 * threads)
         in_flight: deque = deque()
-        for rows in _waves(dask_client, ddf, done, wave_rows, bar):
+        for rows in _waves(dask_client, ddf, done, wave_rows, bar, plan):
             in_flight.append((rows, builder.submit(rows)))
             if len(in_flight) > 1:  # keep one wave fetching while the previous is written
                 builder.commit(*in_flight.popleft())
         while in_flight:
             builder.commit(*in_flight.popleft())
         builder.flush()
-        histogram = target.pixel_histogram()
+        builder.reconcile(plan)
+        ledger, histogram = _read_parts(str(store), storage_options, histograms=True)
         mean, std = (stats_of_histogram(histogram) if histogram is not None
                      else channel_stats(str(store), storage_options))
-    ledger = read_ledger(str(store), storage_options)
+    ledger = ledger[~ledger["retired"]]
     counts = ledger_counts(ledger)
     target.update_attrs({"channel_mean": mean, "channel_std": std,
                          "images": builder.n_images, "ledger_rows": counts["rows"]})
@@ -603,13 +658,26 @@ def build_dataset(
                        seconds=time.perf_counter() - started, processed=builder.processed)
 
 
-def _waves(client: "Client", ddf: "dd.DataFrame", done: set, wave_rows: int, bar):
+@dataclass
+class _Plan:
+    """What the enumeration of the catalog learnt: every key it holds, and where the
+    rows not processed again (done before) now stand."""
+
+    keys: set = field(default_factory=set)
+    moved: dict = field(default_factory=dict)  # key -> catalog row, for rows skipped
+    rows: int = 0
+
+
+def _waves(client: "Client", ddf: "dd.DataFrame", done: dict, wave_rows: int, bar,
+           plan: _Plan):
     """Yield waves of catalog rows still to do, in catalog order.
 
     Catalog partitions are read one at a time (the next one is already being read on
     the cluster), so a catalog of millions of rows never sits in one process.
+    ``done`` maps the keys that need no new try to their committed catalog row.
     """
     offset = 0
+    seen: dict[str, int] = {}
     pending = client.compute(ddf.get_partition(0)) if ddf.npartitions else None
     buffer: list[pd.DataFrame] = []
     buffered = 0
@@ -619,10 +687,15 @@ def _waves(client: "Client", ddf: "dd.DataFrame", done: set, wave_rows: int, bar
             if index + 1 < ddf.npartitions else None
         if "excluded" not in part:
             part = part.assign(excluded=None)
-        part = part.assign(_row_key=_row_keys(part, offset).to_numpy(),
-                           _catalog_row=np.arange(offset, offset + len(part)))
+        keys = _row_keys(part, seen)
+        part = part.assign(_row_key=keys, _catalog_row=np.arange(offset, offset + len(part)))
         offset += len(part)
-        todo = part[~part["_row_key"].isin(done)]
+        plan.keys.update(keys)
+        skip = part["_row_key"].isin(done.keys()).to_numpy()
+        for key, row in zip(part["_row_key"][skip], part["_catalog_row"][skip]):
+            if done[key] != row:
+                plan.moved[key] = int(row)
+        todo = part[~skip]
         bar.update(len(part) - len(todo))
         while len(todo):
             take = todo.iloc[:wave_rows - buffered]
@@ -632,5 +705,49 @@ def _waves(client: "Client", ddf: "dd.DataFrame", done: set, wave_rows: int, bar
             if buffered >= wave_rows:
                 yield pd.concat(buffer)
                 buffer, buffered = [], 0
+    plan.rows = offset
     if buffer:
         yield pd.concat(buffer)
+
+
+def reconcile(committed: pd.DataFrame, plan: _Plan) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+    """The ledger rows a build must commit last so the ledger describes its catalog.
+
+    ``committed`` is the whole ledger after the build's waves (retired rows too).
+    Rows whose key the catalog no longer holds are retired (kept, never counted);
+    rows the catalog still holds but that were not processed again take their new
+    catalog position; a retired row comes back when its key does. A row that this
+    build found to be an exact duplicate of a retired row of the same media uuid (its
+    URI changed, or it moved among repeats) takes that row's image over, so no stored
+    image of the catalog is left behind a ``duplicate``.
+
+    Returns the rows to commit, and the (image index, access URI) of each image taken
+    over.
+    """
+    ledger = committed.set_index("row_key", drop=False)
+    in_catalog = ledger.index.isin(list(plan.keys))
+    changed = in_catalog == ledger["retired"].to_numpy()  # retire, or bring back
+    ledger["retired"] = ~in_catalog
+    moved = pd.Series(plan.moved, dtype="int64")
+    moved = moved[moved.index.isin(ledger.index)]
+    changed |= ledger.index.isin(moved.index)
+    ledger.loc[moved.index, "catalog_row"] = moved.to_numpy()
+
+    gone = ledger[ledger["retired"] & (ledger["status"] == "ok")]
+    owners = {(u, sha): key for key, u, sha in zip(gone.index, gone["media_uuid"], gone["sha256"])}
+    dups = ledger[~ledger["retired"] & (ledger["status"] == "duplicate")
+                  & (ledger["reason"] == "exact")]
+    taken = []
+    for key, u, sha in zip(dups.index, dups["media_uuid"], dups["sha256"]):
+        owner = owners.pop((u, sha), None)
+        if owner is None:
+            continue
+        # the same bytes: the row's own hashes and sizes are the image's already
+        ledger.at[key, "status"], ledger.at[key, "image_index"] = "ok", ledger.at[owner, "image_index"]
+        ledger.loc[key, ["reason", "message", "duplicate_of"]] = None
+        ledger.at[owner, "status"], ledger.at[owner, "image_index"] = "duplicate", -1
+        ledger.at[owner, "reason"], ledger.at[owner, "duplicate_of"] = "exact", u
+        ledger.at[owner, "message"] = f"its image was taken over by {key}"
+        changed |= ledger.index.isin([key, owner])
+        taken.append((int(ledger.at[key, "image_index"]), str(ledger.at[key, "access_uri"])))
+    return ledger[changed].reset_index(drop=True), taken

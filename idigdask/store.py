@@ -9,9 +9,16 @@ Layout of a store (a folder or any fsspec URL such as ``s3://bucket/sheets.zarr`
     ledger/part-R-W.parquet   one part per committed wave W of build run R
 
 The ledger holds one row per catalog row processed; a later row for the same key
-supersedes an earlier one (a resumed build retries what failed). It is the source of
-truth for what is committed: the arrays may hold images past the last committed
-wave after a crash, and :meth:`ImageStore.truncate` removes them before a resume.
+supersedes an earlier one (a resumed build retries what failed). A row's key is a
+function of its own content (:func:`row_keys`: the media uuid, the redacted access
+URI and, for an exact repeat, its occurrence), never of its position, so rows that
+are inserted, removed or reordered between runs keep their keys. Rows that have left
+the catalog are kept, marked ``retired``, and :func:`read_ledger` leaves them out.
+The ledger is the source of truth for what is committed: the arrays may hold images
+past the last committed wave after a crash, and :meth:`ImageStore.truncate` removes
+them before a resume without ever destroying a committed image. On local file
+systems the pixels and coordinates a part commits are flushed to disk before the
+part is renamed into place.
 Each part also carries, in its parquet metadata, the per-channel histogram of the
 pixels its wave wrote, so the channel statistics of a store are the sum over its
 committed parts and an incremental build never re-reads the images already stored.
@@ -46,11 +53,19 @@ COORDS: dict[str, tuple[Any, Any]] = {
 LEDGER_COLUMNS = [
     "row_key", "media_uuid", "access_uri", "status", "reason", "message", "duplicate_of",
     "attempts", "nbytes", "seconds", "sha256", "phash", "source_width", "source_height",
-    "image_index", "catalog_row", "run", "wave",
+    "image_index", "catalog_row", "run", "wave", "warnings", "retired",
 ]
+#: Values of columns that parts written by older versions lack.
+_LEDGER_DEFAULTS = {"warnings": None, "retired": False}
+#: The ``ledger_keys`` attribute of stores whose keys :func:`row_keys` makes; older
+#: stores keyed rows by media uuid or position, and their keys are derived again.
+KEY_VERSION = 2
 STATUSES = ("ok", "failed", "duplicate", "excluded")
 #: Parquet metadata key of a ledger part's pixel histogram (JSON, 3 x 256 counts).
 HISTOGRAM_KEY = b"idigdask.pixel_histogram"
+#: Parquet metadata key of a part that holds the whole ledger: parts before it are read
+#: no more (a compaction, or the rewrite of an older store's keys).
+BASE_KEY = b"idigdask.ledger_base"
 
 
 def _join(store: str, *parts: str) -> str:
@@ -61,6 +76,56 @@ def _fs(store: str, storage_options: dict | None):
     from fsspec.core import url_to_fs
 
     return url_to_fs(str(store), **(storage_options or {}))
+
+
+def row_key(media_uuid: str, access_uri: str, occurrence: int = 1) -> str:
+    """The ledger key of a catalog row: its uuid and a digest of its (redacted) URI.
+
+    ``occurrence`` counts the rows with this same uuid and URI so far in catalog
+    order: only an exact repeat gets a ``#n`` suffix, so the key of a row changes
+    when its own content changes and never when other rows come, go or move.
+    """
+    import hashlib
+
+    digest = hashlib.sha1(access_uri.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    key = f"{media_uuid}@{digest}"
+    return key if occurrence <= 1 else f"{key}#{occurrence}"
+
+
+def row_keys(media_uuids: Any, access_uris: Any, seen: dict[str, int]) -> list[str]:
+    """Keys of consecutive catalog rows; ``seen`` counts the keys met so far (updated)."""
+    keys = []
+    for uuid, uri in zip(media_uuids, access_uris):
+        base = row_key(uuid, uri)
+        count = seen.get(base, 0) + 1
+        seen[base] = count
+        keys.append(base if count == 1 else f"{base}#{count}")
+    return keys
+
+
+def _is_local(fs) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return "file" in protocols or "local" in protocols
+
+
+def _fsync_files(paths: list[str]) -> None:
+    """fsync files (or folders) that exist, then the folders that name them."""
+    import os
+
+    def flush(name: str) -> None:
+        try:
+            fd = os.open(name, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # a chunk never written is absent: nothing to flush
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    for name in paths:
+        flush(name)
+    for folder in sorted({os.path.dirname(p) for p in paths} - set(paths)):
+        flush(folder)
 
 
 def open_dataset(store: str, storage_options: dict | None = None) -> "xr.Dataset":
@@ -97,7 +162,8 @@ def open_dataset(store: str, storage_options: dict | None = None) -> "xr.Dataset
     return ds
 
 
-def read_ledger(store: str, storage_options: dict | None = None) -> pd.DataFrame:
+def read_ledger(store: str, storage_options: dict | None = None, *,
+                retired: bool = False) -> pd.DataFrame:
     """Read the ledger of a store: one row per catalog row, the latest outcome of each.
 
     Parameters
@@ -106,28 +172,62 @@ def read_ledger(store: str, storage_options: dict | None = None) -> pd.DataFrame
         Local path or fsspec URL of the store.
     storage_options : dict, optional
         Passed to fsspec.
+    retired : bool
+        Also return the rows of earlier catalogs that the latest build's catalog no
+        longer has (``retired`` True); they are never counted.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``media_uuid``, ``status`` (``ok``, ``failed``, ``duplicate`` or
-        ``excluded``), ``reason``, ``message``, ``duplicate_of``, ``attempts``,
-        ``nbytes``, ``seconds``, ``image_index`` (position in ``images`` or -1) and
-        more, in catalog order.
+        ``excluded``), ``reason``, ``message``, ``warnings``, ``duplicate_of``,
+        ``attempts``, ``nbytes``, ``seconds``, ``image_index`` (position in
+        ``images`` or -1) and more, in catalog order.
     """
+    ledger, _ = _read_parts(store, storage_options)
+    if not retired:
+        ledger = ledger[~ledger["retired"]]
+    return ledger.reset_index(drop=True)
+
+
+def _read_parts(store: str, storage_options: dict | None,
+                histograms: bool = False) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Every committed part in one pass: the latest row per key, and the parts' histogram.
+
+    The histogram is None when ``histograms`` is False or a part has none (a store
+    written before parts carried one).
+    """
+    import json
+
+    import pyarrow.parquet as pq
+
     fs, path = _fs(store, storage_options)
     if not fs.exists(_join(path, "zarr.json")):
         raise UserError(f"{store}: not an idigdask store (no zarr.json)")
     parts = sorted(fs.glob(_join(path, "ledger", "part-*.parquet")))
-    if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in LEDGER_COLUMNS})
+    total: np.ndarray | None = np.zeros((3, 256), "int64") if histograms else None
     frames = []
+    tables = []
     for part in parts:
         with fs.open(part, "rb") as f:
-            frames.append(pd.read_parquet(f))
+            tables.append(pq.read_table(f))
+    bases = [i for i, t in enumerate(tables) if BASE_KEY in (t.schema.metadata or {})]
+    for table in tables[bases[-1] if bases else 0:]:
+        meta = table.schema.metadata or {}
+        if total is not None:
+            total = (total + np.asarray(json.loads(meta[HISTOGRAM_KEY]), "int64")
+                     if HISTOGRAM_KEY in meta else None)
+        frames.append(table.to_pandas())
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in LEDGER_COLUMNS}).astype(
+            {"retired": bool}), total
     ledger = pd.concat(frames, ignore_index=True)
+    for name, default in _LEDGER_DEFAULTS.items():
+        if name not in ledger:
+            ledger[name] = default
+    ledger["retired"] = ledger["retired"].fillna(False).astype(bool)
     ledger = ledger.drop_duplicates("row_key", keep="last")
-    return ledger.sort_values("catalog_row", kind="stable").reset_index(drop=True)
+    return ledger.sort_values("catalog_row", kind="stable").reset_index(drop=True), total
 
 
 def ledger_counts(ledger: pd.DataFrame) -> dict[str, Any]:
@@ -167,12 +267,52 @@ class ImageStore:
         fs, path = _fs(self.url, self.storage_options)
         return fs.exists(_join(path, "zarr.json"))
 
+    def state(self) -> str:
+        """What is at the store's location: ``absent`` (nothing, or an empty folder),
+        ``store``, ``partial`` (a store whose creation was cut short: no ledger part,
+        and some of its arrays or attributes missing) or ``foreign`` (anything else).
+        """
+        import json
+
+        fs, path = _fs(self.url, self.storage_options)
+        try:
+            entries = {posixpath.basename(e.rstrip("/")) for e in fs.ls(path, detail=False)}
+        except (FileNotFoundError, NotADirectoryError):
+            return "foreign" if fs.isfile(path) else "absent"
+        entries.discard(".idigdask-write-check")
+        if not entries:
+            return "absent"
+        if "zarr.json" not in entries:
+            return "foreign"
+        ours = {"zarr.json", "images", "ledger", "label", *COORDS}
+        try:
+            meta = json.loads(fs.cat_file(_join(path, "zarr.json")))
+        except (ValueError, OSError):
+            meta = {}
+        attrs = meta.get("attributes") or {}
+        complete = "size" in attrs and {"images", "ledger"} <= entries
+        if complete:
+            return "store"
+        has_parts = bool(fs.glob(_join(path, "ledger", "part-*.parquet")))
+        if meta.get("node_type") == "group" and entries <= ours and not has_parts \
+                and (not attrs or "idigdask_version" in attrs):
+            return "partial"
+        return "foreign"
+
+    def remove(self) -> None:
+        """Delete a ``partial`` store, so that it can be created again."""
+        fs, path = _fs(self.url, self.storage_options)
+        fs.rm(path, recursive=True)
+
     def create(self, *, size: int, chunk_size: int, label_kind: str | None,
                attrs: dict[str, Any]) -> None:
         """Create the empty arrays of a new store (``label_kind``: "int", "str" or None)."""
         from zarr.codecs import ZstdCodec
 
+        # the attributes (``size`` last of all) mark the store complete: a creation
+        # cut short leaves a ``partial`` store, which the next build creates again
         group = self._group("a")
+        group.attrs.update({"idigdask_version": attrs.get("idigdask_version")})
         coords = dict(COORDS)
         if label_kind == "int":
             coords["label"] = ("int64", -1)
@@ -189,8 +329,9 @@ class ImageStore:
                                fill_value=fill, compressors=ZstdCodec(level=3),
                                dimension_names=("image",))
         group.create_group("ledger", attributes={"description": "idigdask build ledger"})
-        group.attrs.update({**attrs, "size": size, "chunk_size": chunk_size,
+        group.attrs.update({**attrs, "chunk_size": chunk_size, "ledger_keys": KEY_VERSION,
                             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+        group.attrs.update({"size": size})
 
     def check_writable(self) -> None:
         """Fail early, with one clear line, when the store cannot be written."""
@@ -225,30 +366,56 @@ class ImageStore:
         for name, arr in group.arrays():
             arr.resize((n,) + tuple(arr.shape[1:]))
 
+    def needs_truncate(self, n: int) -> bool:
+        """Whether any array holds entries past image ``n`` (a build stopped mid-wave)."""
+        return any(arr.shape[0] > n for _, arr in self._group("r").arrays())
+
     def truncate(self, n: int) -> None:
         """Cut every array back to ``n`` images, exactly as if nothing had been appended.
 
-        The chunk that holds image ``n`` is rewritten from its valid part, and chunks
-        past it are deleted, so that a resumed build writes the same bytes as one that
-        never stopped.
+        A kill at any moment leaves the committed images intact: the chunk that holds
+        image ``n`` is first rewritten in place, committed part kept and the rest set
+        to the fill value (one atomic chunk write), and only then is the array shrunk,
+        which deletes the chunks wholly past it (they hold nothing committed). A
+        truncation cut short is done again by the next resume, since each array stays
+        longer than ``n`` until its last step.
         """
         group = self._group("a")
-        fs, path = _fs(self.url, self.storage_options)
-        for name, arr in group.arrays():
-            if arr.shape[0] <= n:
+        for _, arr in group.arrays():
+            length = arr.shape[0]
+            if length <= n:
                 continue
             chunk = arr.chunks[0]
             first = (n // chunk) * chunk
-            keep = arr[first:n]
-            last_chunk = -(-arr.shape[0] // chunk)
-            arr.resize((first,) + tuple(arr.shape[1:]))
-            for index in range(first // chunk, last_chunk):
-                prefix = _join(path, name, "c", str(index))
-                if fs.exists(prefix):
-                    fs.rm(prefix, recursive=True)
-            arr.resize((n,) + tuple(arr.shape[1:]))
+            end = min(length, first + chunk)
             if n > first:
-                arr[first:n] = keep
+                block = arr[first:end]
+                block[n - first:] = arr.fill_value
+                arr[first:end] = block
+            arr.resize((n,) + tuple(arr.shape[1:]))
+        self.sync(0, n, only_metadata=True)
+
+    def sync(self, start: int, stop: int, *, only_metadata: bool = False) -> None:
+        """Flush to disk the chunks of images ``start:stop`` and the arrays' metadata.
+
+        Only local stores need it: an object store has an object once its PUT returned.
+        Called before a ledger part commits those images, so that after a power loss a
+        committed part never points at pixels that were still in the page cache.
+        """
+        fs, path = _fs(self.url, self.storage_options)
+        if not _is_local(fs):
+            return
+        group = self._group("r")
+        files = [_join(path, "zarr.json")]
+        for name, arr in group.arrays():
+            files.append(_join(path, name, "zarr.json"))
+            if only_metadata or stop <= start:
+                continue
+            chunk = arr.chunks[0]
+            tail = "/".join("0" * (arr.ndim - 1))
+            for index in range(start // chunk, -(-stop // chunk)):
+                files.append(_join(path, name, "c", str(index), tail).rstrip("/"))
+        _fsync_files(files)
 
     def write_coords(self, start: int, coords: dict[str, np.ndarray]) -> None:
         """Write coordinate values for images ``start ..`` (arrays already resized)."""
@@ -258,11 +425,13 @@ class ImageStore:
                 group[name][start:start + len(values)] = values
 
     def write_ledger(self, part: pd.DataFrame, run: int, wave: int,
-                     histogram: np.ndarray) -> None:
+                     histogram: np.ndarray | None, *, base: bool = False) -> None:
         """Commit one ledger part: after this, the wave's rows count as done.
 
         ``histogram`` (3 x 256 counts of the pixels the wave wrote) is committed with
-        the part, in its parquet metadata, so the two can never disagree.
+        the part, in its parquet metadata, so the two can never disagree. A ``base``
+        part holds the whole ledger: the parts before it are no longer read. The part
+        is written beside its final name, flushed, and renamed into place.
         """
         import json
 
@@ -273,12 +442,19 @@ class ImageStore:
         target = _join(path, "ledger", f"part-{run:04d}-{wave:06d}.parquet")
         tmp = target + ".tmp"
         table = pa.Table.from_pandas(part, preserve_index=False)
-        table = table.replace_schema_metadata({
-            **(table.schema.metadata or {}),
-            HISTOGRAM_KEY: json.dumps(np.asarray(histogram, "int64").tolist())})
+        metadata = dict(table.schema.metadata or {})
+        if histogram is not None:  # None: a base part over parts that had none
+            metadata[HISTOGRAM_KEY] = json.dumps(np.asarray(histogram, "int64").tolist())
+        if base:
+            metadata[BASE_KEY] = b"1"
+        table = table.replace_schema_metadata(metadata)
         with fs.open(tmp, "wb") as f:
             pq.write_table(table, f)
+        if _is_local(fs):
+            _fsync_files([tmp])
         fs.mv(tmp, target)
+        if _is_local(fs):
+            _fsync_files([_join(path, "ledger")])  # the rename itself
 
     def pixel_histogram(self) -> np.ndarray | None:
         """Sum of the committed ledger parts' pixel histograms, shape (3, 256).
@@ -286,19 +462,7 @@ class ImageStore:
         None when a part has no histogram (a store written before parts carried one):
         :func:`channel_stats` then reads the pixels instead.
         """
-        import json
-
-        import pyarrow.parquet as pq
-
-        fs, path = _fs(self.url, self.storage_options)
-        total = np.zeros((3, 256), "int64")
-        for part in sorted(fs.glob(_join(path, "ledger", "part-*.parquet"))):
-            with fs.open(part, "rb") as f:
-                meta = pq.read_metadata(f).schema.to_arrow_schema().metadata or {}
-            if HISTOGRAM_KEY not in meta:
-                return None
-            total += np.asarray(json.loads(meta[HISTOGRAM_KEY]), "int64")
-        return total
+        return _read_parts(self.url, self.storage_options, histograms=True)[1]
 
     def next_run(self) -> int:
         fs, path = _fs(self.url, self.storage_options)
