@@ -500,6 +500,7 @@ def build_dataset(
     pad_color: tuple[int, int, int] = (255, 255, 255),
     storage_options: dict | None = None,
     media_storage_options: dict | None = None,
+    catalog_storage_options: dict | None = None,
     catalog_options: dict[str, Any] | None = None,
     chunk_size: int = 64,
     batch_size: int = 32,
@@ -536,10 +537,14 @@ def build_dataset(
     size, resize_mode, pad_color
         Output geometry, see :class:`BuildOptions`.
     storage_options : dict, optional
-        fsspec options for the store and the catalog (and the media, unless
-        ``media_storage_options`` is given).
+        fsspec options for the store (none are needed, and none are passed, for a
+        plain local path); also for the media unless ``media_storage_options`` is
+        given, and for a catalog on the store's protocol unless
+        ``catalog_storage_options`` is given.
     media_storage_options : dict, optional
         fsspec options for fetching the media.
+    catalog_storage_options : dict, optional
+        fsspec options for reading the catalog.
     catalog_options : dict, optional
         Extra keyword arguments of :func:`~idigdask.read_catalog` (``url_column``,
         ``id_column``, ``label_column``, ``format``) when ``catalog`` is a source.
@@ -581,10 +586,12 @@ def build_dataset(
     from .cluster import get_client
 
     started = time.perf_counter()
-    # the store's options reach the catalog only on the store's protocol: an s3
-    # endpoint_url would break an HTTP catalog
-    same = classify_scheme(str(catalog)) == classify_scheme(str(store))
-    ddf, source, local_catalog = _as_catalog(catalog, storage_options if same else None,
+    # without options of its own, the catalog takes the store's only on the store's
+    # protocol: an s3 endpoint_url would break an HTTP catalog
+    if catalog_storage_options is None and \
+            classify_scheme(str(catalog)) == classify_scheme(str(store)):
+        catalog_storage_options = storage_options
+    ddf, source, local_catalog = _as_catalog(catalog, catalog_storage_options,
                                              catalog_options or {})
     fetch_options = FetchOptions(
         timeout=timeout, retries=retries, concurrency=concurrency, per_host=per_host,

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
+from .store import zarr_storage_options
 
 #: Bytes of decompressed chunks kept per process, so that the batches of one window
 #: decompress each chunk about once.
@@ -64,7 +65,8 @@ def open_store(store: Any, storage_options: dict | None = None):
     try:
         if open_dataset is not None:
             return open_dataset(str(store), storage_options=storage_options)
-        return xr.open_zarr(str(store), consolidated=False, storage_options=storage_options)
+        return xr.open_zarr(str(store), consolidated=False,
+                            storage_options=zarr_storage_options(str(store), storage_options))
     except (FileNotFoundError, KeyError) as exc:
         raise UserError(f"{store}: not an image store ({exc.__class__.__name__})") from None
 
@@ -128,7 +130,8 @@ def _images_array(store: str, storage_options: dict | None) -> tuple[Any, tuple]
             return cached[1], (key, stamp)
         if cached is not None:
             _CHUNKS.drop(lambda k: k[0][0] == key)
-        group = zarr.open_group(store, mode="r", storage_options=storage_options or None)
+        group = zarr.open_group(store, mode="r",
+                                storage_options=zarr_storage_options(store, storage_options or None))
         arr = group["images"]
         _ARRAYS[key] = (stamp, arr)
     return arr, (key, stamp)

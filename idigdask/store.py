@@ -103,6 +103,15 @@ def row_keys(media_uuids: Any, access_uris: Any, seen: dict[str, int]) -> list[s
     return keys
 
 
+def zarr_storage_options(store: str, storage_options: dict | None) -> dict | None:
+    """The storage options zarr takes for ``store``: none for a plain local path.
+
+    zarr refuses options with a path (they belong to fsspec URLs), and a local folder
+    needs none, so options meant for a remote catalog or media never break a local store.
+    """
+    return storage_options if "://" in str(store) or "::" in str(store) else None
+
+
 def _is_local(fs) -> bool:
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
     return "file" in protocols or "local" in protocols
@@ -155,7 +164,8 @@ def open_dataset(store: str, storage_options: dict | None = None) -> "xr.Dataset
     fs, path = _fs(store, storage_options)
     if not fs.exists(_join(path, "zarr.json")):
         raise UserError(f"{store}: not an idigdask store (no zarr.json)")
-    ds = xr.open_zarr(str(store), consolidated=False, storage_options=storage_options,
+    ds = xr.open_zarr(str(store), consolidated=False,
+                      storage_options=zarr_storage_options(store, storage_options),
                       zarr_format=3)
     if "images" not in ds:
         raise UserError(f"{store}: not an idigdask store (no 'images' array)")
@@ -261,7 +271,7 @@ class ImageStore:
         import zarr
 
         return zarr.open_group(self.url, mode=mode, zarr_format=3,
-                               storage_options=self.storage_options)
+                               storage_options=zarr_storage_options(self.url, self.storage_options))
 
     def exists(self) -> bool:
         fs, path = _fs(self.url, self.storage_options)
@@ -482,7 +492,8 @@ def write_images(store: str, storage_options: dict | None, start: int,
     # write_empty_chunks: skip zarr's pass comparing every chunk to the fill value;
     # a chunk of images is never all zeros in practice, and writing one is harmless
     arr = zarr.open_array(_join(store, "images"), mode="r+",
-                          storage_options=storage_options).with_config({"write_empty_chunks": True})
+                          storage_options=zarr_storage_options(store, storage_options)
+                          ).with_config({"write_empty_chunks": True})
     arr[start:start + len(pixels)] = pixels
     return len(pixels)
 
@@ -523,7 +534,8 @@ def channel_stats(store: str, storage_options: dict | None = None) -> tuple[list
     import dask
     import dask.array as da
 
-    images = da.from_zarr(_join(store, "images"), storage_options=storage_options)
+    images = da.from_zarr(_join(store, "images"),
+                          storage_options=zarr_storage_options(store, storage_options))
     if images.shape[0] == 0:
         return [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
     per_chunk = [dask.delayed(channel_histograms)(b) for b in images.to_delayed().ravel()]

@@ -138,16 +138,16 @@ def main(argv: Sequence[str] | None = None, *, _preload: bool = False) -> int:
     return 0
 
 
-def storage_options_arg(text: str | None) -> dict | None:
-    """Parse ``--storage-options`` JSON, reporting bad JSON as a user error."""
+def storage_options_arg(text: str | None, flag: str = "--storage-options") -> dict | None:
+    """Parse a storage-options JSON flag, reporting bad JSON as a user error."""
     if not text:
         return None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"--storage-options is not valid JSON: {exc.msg}") from None
+        raise UserError(f"{flag} is not valid JSON: {exc.msg}") from None
     if not isinstance(value, dict):
-        raise UserError("--storage-options must be a JSON object")
+        raise UserError(f"{flag} must be a JSON object")
     return value
 
 

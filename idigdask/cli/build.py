@@ -27,6 +27,9 @@ def register(sub) -> argparse.ArgumentParser:
     add_catalog_options(p)
     p.add_argument("--media-storage-options", default=None, metavar="JSON",
                    help="fsspec options for fetching the media (default: --storage-options)")
+    p.add_argument("--catalog-storage-options", default=None, metavar="JSON",
+                   help="fsspec options for reading the catalog (default: --storage-options "
+                        "when the catalog is on the store's protocol)")
     p.add_argument("--size", type=int, default=256, help="output side in pixels (256)")
     p.add_argument("--resize-mode", default="pad", choices=["pad", "crop", "stretch"])
     p.add_argument("--pad-color", type=_color, default=(255, 255, 255), metavar="R,G,B")
@@ -73,7 +76,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.source, args.output,
         size=args.size, resize_mode=args.resize_mode, pad_color=args.pad_color,
         storage_options=storage_options_arg(args.storage_options),
-        media_storage_options=storage_options_arg(args.media_storage_options),
+        media_storage_options=storage_options_arg(args.media_storage_options,
+                                                  "--media-storage-options"),
+        catalog_storage_options=storage_options_arg(args.catalog_storage_options,
+                                                    "--catalog-storage-options"),
         catalog_options=catalog_options, chunk_size=args.chunk_size,
         batch_size=args.batch_size, wave_batches=args.wave_batches, timeout=args.timeout, retries=args.retries,
         concurrency=args.concurrency, per_host=args.per_host, max_bytes=args.max_bytes,

@@ -316,3 +316,35 @@ def test_channel_histograms_count_every_value():
     strided = block[:, ::2]                    # not contiguous: counted all the same
     np.testing.assert_array_equal(channel_histograms(strided), np.stack(
         [np.bincount(strided[..., c].ravel(), minlength=256) for c in range(3)]))
+
+
+def test_catalog_store_and_media_each_get_their_own_storage_options(
+        tmp_path, server, sheet_files, small_sheets, dask_client):
+    root = Path(small_sheets.folder)
+    pd.DataFrame({"url": [server.url_for(rel(p, root)) for p in sheet_files[:2]]}).to_csv(
+        root / "catalog-options.csv", index=False)
+    store = str(tmp_path / "local.zarr")
+    # options for a remote store given with a plain local one: they apply to nothing
+    # there, and zarr (which refuses options with a path) never sees them
+    result = build_dataset(
+        server.url_for("catalog-options.csv"), store, size=32, client=dask_client,
+        catalog_options={"url_column": "url"}, storage_options={"anon": True},
+        catalog_storage_options={"headers": {"X-Catalog": "yes"}},
+        media_storage_options={"headers": {"X-Media": "yes"}})
+    assert result.counts["status"]["ok"] == 2
+    log = [(path, {k.lower(): v for k, v in headers.items()}) for path, headers in server.request_log]
+    catalog = [h for path, h in log if path.endswith("catalog-options.csv")]
+    media = [h for path, h in log if path.endswith(".jpg") and "x-media" in h]
+    assert catalog and all(h.get("x-catalog") == "yes" and "x-media" not in h for h in catalog)
+    assert len(media) >= 2 and all("x-catalog" not in h for h in media)
+    assert idigdask.open_dataset(store, storage_options={"anon": True}).sizes["image"] == 2
+    assert len(idigdask.read_ledger(store, storage_options={"anon": True})) == 2
+    assert channel_stats(store, {"anon": True}) == tuple(
+        idigdask.open_dataset(store).attrs[k] for k in ("channel_mean", "channel_std"))
+
+
+def test_cli_catalog_storage_options(tmp_path):
+    done = subprocess.run([str(BIN / "idigdask"), "build", "x.csv", "-o", str(tmp_path / "y.zarr"),
+                           "--catalog-storage-options", "[1]"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--catalog-storage-options must be a JSON object" in done.stderr
