@@ -5,25 +5,51 @@ Each source maps its own fields onto the catalog's column names (see
 which casts the dtypes, fills ``media_uuid`` and decides ``excluded`` for what can be
 judged from the row alone. Duplicates need the whole catalog: see
 :mod:`idigdask.catalog.dedupe`.
+
+A URI is judged as the build stage will fetch it: :data:`REMOTE_SCHEMES` need a host
+(a bucket and a key for ``s3``) and a port that is a number; :data:`LOCAL_SCHEMES` need
+a ``file:///`` URI, an absolute path or ``scheme://location``, and are kept here (the
+build decides with ``allow_local``); any other scheme is excluded as
+``unsupported_scheme:<scheme>``, so that a catalog's usable count is true before any
+fetch.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from typing import Sequence
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 
 from . import schema as S
 
-# A URI needs a scheme and a location, and no whitespace or control character inside
-# (outer whitespace is stripped first: providers often leave a trailing space).
-_URI = r"^[A-Za-z][A-Za-z0-9+.\-]*://[^\x00-\x20\x7f/?#]+[^\x00-\x20\x7f]*$"
-_FILE_URI = r"^file:///[^\x00-\x20\x7f]+$"
+#: Schemes the build stage fetches from servers (as ``idigdask.build`` does).
+REMOTE_SCHEMES = ("http", "https", "s3")
+#: Schemes of the machine's own files and memory: kept, the build decides (allow_local).
+LOCAL_SCHEMES = ("file", "local", "memory")
+
+# A local URI needs a scheme and a location, and no whitespace or control character
+# inside (outer whitespace is stripped first: providers often leave a trailing space).
+_URI = r"[A-Za-z][A-Za-z0-9+.\-]*://[^\x00-\x20\x7f/?#]+[^\x00-\x20\x7f]*"
+_FILE_URI = r"file:///[^\x00-\x20\x7f]+"
 # An absolute local path (a shared file system, generated test sheets) is usable too.
-_LOCAL_PATH = r"^/[^/\x00-\x20\x7f][^\x00-\x20\x7f]*$"
+_LOCAL_PATH = r"/[^/\x00-\x20\x7f][^\x00-\x20\x7f]*"
+_LOCAL_OK = re.compile(f"{_URI}|{_FILE_URI}|{_LOCAL_PATH}")
+# The common well-formed shapes, matched for a whole partition at once (Arrow's regex
+# engine); every other URI goes through uri_problem, which accepts all these too.
+_LABEL = r"[A-Za-z0-9_-]{1,63}"
+_PLAIN = (rf"^(?:[Hh][Tt][Tt][Pp][Ss]?://{_LABEL}(?:\.{_LABEL})*\.?(?::[1-9][0-9]{{0,3}})?"
+          r"(?:[/?#][^\x00-\x20\x7f]*)?"
+          r"|[Ss]3://[A-Za-z0-9._-]+/[^\x00-\x20\x7f?#][^\x00-\x20\x7f]*"
+          rf"|{_FILE_URI}|{_LOCAL_PATH})$")
+_BLANK_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_HOST_LABEL = re.compile(r"(?:[a-z0-9_-]|[^\x00-\x7f])+")
+_BUCKET = re.compile(r"[A-Za-z0-9._-]+")
+_MAX_SCHEME = 32  # a longer "scheme" is text with a colon, not a protocol
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _REPLACEMENT = "\ufffd"
 
@@ -86,7 +112,7 @@ def to_int(values: pd.Series | None, index: pd.Index) -> pd.Series:
 
 def to_list(value: object) -> list:
     """A ``record_uuids`` cell: a list of strings (empty when there is none)."""
-    if type(value) is list and None not in value:
+    if type(value) is list and all(type(v) is str for v in value):
         return value  # already clean, as pyarrow gives them
     if value is None or value is pd.NA:
         return []
@@ -94,7 +120,11 @@ def to_list(value: object) -> list:
         return [value] if value else []
     if isinstance(value, float) and np.isnan(value):
         return []
-    return [str(v) for v in value if v is not None and v == v]
+    if isinstance(value, dict) or not isinstance(value, (list, tuple, np.ndarray)):
+        # a JSON line's number, true or object: one id, not something to iterate
+        return [_clean_text(value)]
+    cleaned = (_clean_text(v) for v in value)
+    return [v for v in cleaned if v is not pd.NA]
 
 
 def first_present(frame: pd.DataFrame, names: Sequence[str]) -> pd.Series | None:
@@ -133,6 +163,92 @@ def media_kind(mediatype: pd.Series, fmt: pd.Series) -> pd.Series:
     return pd.Series(declared, index=mediatype.index, dtype=object)
 
 
+def uri_problem(uri: str) -> str | None:
+    """Why the build stage could not fetch ``uri``: an exclusion reason, or None.
+
+    Parameters
+    ----------
+    uri : str
+        An ``access_uri``, outer whitespace already stripped.
+
+    Returns
+    -------
+    str or None
+        ``malformed_uri``, ``unsupported_scheme:<scheme>``, or None when it is usable.
+
+    Examples
+    --------
+    >>> uri_problem("https://example.org:8080/a.jpg") is None
+    True
+    >>> uri_problem("http://[::1:bad/a.jpg"), uri_problem("ftp://example.org/a.jpg")
+    ('malformed_uri', 'unsupported_scheme:ftp')
+    """
+    from ..fetch import classify_scheme  # the build's own reading of a scheme
+
+    scheme = classify_scheme(uri)
+    if scheme in REMOTE_SCHEMES:
+        return None if _remote_ok(uri, scheme) else S.MALFORMED_URI
+    if scheme in LOCAL_SCHEMES:
+        return None if _LOCAL_OK.fullmatch(uri) else S.MALFORMED_URI
+    if len(scheme) > _MAX_SCHEME or uri[len(scheme) + 1:][:1].isdigit():
+        return S.MALFORMED_URI  # text with a colon, or "host:port/..." without a scheme
+    return f"{S.UNSUPPORTED_SCHEME}:{scheme}"
+
+
+def _remote_ok(uri: str, scheme: str) -> bool:
+    """Whether an http(s) or s3 URI has what a request needs: host, port, bucket, key."""
+    if _BLANK_OR_CONTROL.search(uri) or uri[len(scheme):len(scheme) + 3] != "://":
+        return False  # "http:/x", "http:x", spaces or control characters
+    try:
+        parts = urlsplit(uri)
+        port = parts.port  # raises for a port that is not a number in 0-65535
+    except ValueError:  # e.g. an unbalanced "[" of an IPv6 address
+        return False
+    if port == 0:
+        return False
+    if scheme == "s3":
+        return _BUCKET.fullmatch(parts.netloc) is not None and len(parts.path) > 1
+    return _host_ok(parts.netloc.rpartition("@")[2], parts.hostname)
+
+
+def _host_ok(host: str, hostname: str | None) -> bool:
+    """Whether the host part of a URL names a host: an IPv6 literal or DNS labels."""
+    if host.startswith("["):
+        address = host[1:].partition("]")[0].partition("%")[0]  # a zone id may follow
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            return False
+        return True
+    if not hostname:
+        return False
+    labels = hostname.removesuffix(".").split(".")
+    return all(_label_ok(label) for label in labels)
+
+
+def _label_ok(label: str) -> bool:
+    if not _HOST_LABEL.fullmatch(label):
+        return False
+    if label.isascii():
+        return len(label) <= 63
+    try:
+        return len(label.encode("idna")) <= 63  # an internationalized name
+    except UnicodeError:
+        return False
+
+
+def uri_exclusions(uri: pd.Series) -> pd.Series:
+    """The URI reason of each row (see :func:`uri_problem`); NA where usable or missing."""
+    plain = uri.str.match(_PLAIN).fillna(True).astype(bool).to_numpy()
+    values = np.full(len(uri), None, dtype=object)
+    odd = np.flatnonzero(~plain)
+    if len(odd):
+        texts = uri.iloc[odd]
+        found = {u: uri_problem(u) for u in texts.unique()}
+        values[odd] = [found[u] for u in texts]
+    return pd.Series(values, index=uri.index, dtype=S.STRING)
+
+
 def _set_reason(excluded: pd.Series, mask: pd.Series, reason: str | pd.Series) -> pd.Series:
     """Give ``reason`` to rows in ``mask`` that have no reason yet (the first wins)."""
     mask = mask.fillna(False).astype(bool) & excluded.isna()
@@ -146,8 +262,8 @@ def row_exclusions(frame: pd.DataFrame, kind: pd.Series, media_type: str | None)
     excluded = to_string(frame.get(S.EXCLUDED), frame.index)
     uri = frame["access_uri"]
     excluded = _set_reason(excluded, uri.isna(), S.NO_URI)
-    good = uri.str.match(_URI) | uri.str.match(_FILE_URI) | uri.str.match(_LOCAL_PATH)
-    excluded = _set_reason(excluded, ~good.fillna(True), S.MALFORMED_URI)
+    reasons = uri_exclusions(uri)
+    excluded = _set_reason(excluded, reasons.notna(), reasons)
     text = [c for c in frame.columns if frame[c].dtype == S.STRING and c != S.EXCLUDED]
     bad = pd.Series(False, index=frame.index)
     for c in text:

@@ -29,8 +29,11 @@ missing values. Labels are strings too (``"0"``/``"1"`` for a 0/1 table), so tha
 partition of every source has the same dtype whatever values it happens to hold.
 
 Exclusion reasons (``excluded``), the first that applies wins, in this order:
-``no_uri``, ``malformed_uri``, ``bad_text``, ``unsupported_media_type:<type>``,
-``absurd_size``, ``conflicting_labels``, ``no_label``, ``duplicate_media_uuid``.
+``no_uri``, ``malformed_uri`` or ``unsupported_scheme:<scheme>`` (the URI as the build
+stage would fetch it: a host, a port that is a number, a bucket and key for ``s3``; a
+scheme other than ``http``, ``https``, ``s3`` or a local one), ``bad_text``,
+``unsupported_media_type:<type>``, ``absurd_size``, ``conflicting_labels``,
+``no_label``, ``duplicate_media_uuid``.
 Rows are never dropped by reading: every record of the source is a row.
 
 The source a catalog came from is not stored on the frame (Dask collections do not keep
@@ -84,6 +87,7 @@ OCCURRENCE_FIELDS: tuple[str, ...] = (
 # Exclusion reasons.
 NO_URI = "no_uri"
 MALFORMED_URI = "malformed_uri"
+UNSUPPORTED_SCHEME = "unsupported_scheme"  # + ":<scheme>"
 BAD_TEXT = "bad_text"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 ABSURD_SIZE = "absurd_size"

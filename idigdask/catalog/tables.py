@@ -3,7 +3,10 @@
 Text tables are split into byte blocks at line ends and parsed block by block, so a
 large table streams; every column is read as text (the catalog casts what it needs).
 Bytes that are not UTF-8 become U+FFFD, and the row is excluded as ``bad_text``.
-Compressed text (``.gz``, ``.bz2``, ``.xz``, ``.zst``) is one block.
+Compressed text (``.gz``, ``.bz2``, ``.xz``, ``.zst``) is one block. Lines may end in
+LF, CRLF or a bare CR (old spreadsheet exports), the header's own ending included.
+Whatever the libraries below raise while a table is read (pandas, pyarrow, the file
+system) reaches the caller as one :class:`~idigdask.errors.UserError` line.
 
 Column roles are found by name (see :data:`ALIASES`); ``url_column``, ``id_column`` and
 ``label_column`` override them. Without an id column, ``media_uuid`` is
@@ -17,9 +20,11 @@ import csv
 import io
 import json
 import mimetypes
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import pandas as pd
 
@@ -47,6 +52,9 @@ COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 KINDS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
          ".json": "jsonl", ".parquet": "parquet", ".parq": "parquet", ".pq": "parquet"}
 _HEAD_BYTES = 1 << 16
+_BOM = b"\xef\xbb\xbf"
+# A quote or a line end: what decides where a CSV record ends.
+_RECORD_MARKS = re.compile(rb'["\r\n]')
 
 
 def table_kind(path: str) -> tuple[str | None, str | None]:
@@ -70,6 +78,7 @@ class Block:
     offset: int
     length: int | None  # None: the whole (compressed) file
     header: bytes = b""
+    delimiter: bytes = b"\n"  # the line end blocks are cut at (b"\r" for CR-only text)
 
 
 @dataclass(frozen=True)
@@ -160,25 +169,83 @@ def _split_ids(value: object) -> object:
 
 # --- text tables ----------------------------------------------------------------
 
+@contextmanager
+def _reading(path: str, offset: int = 0) -> Iterator[None]:
+    """Turn any error of the libraries reading a table into one UserError line."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - third-party code: never a traceback
+        from ..fetch import redact
+
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"{redact(path)}: cannot read the table near byte {offset} "
+                        f"({type(exc).__name__}: {detail})") from None
+
+
 def _head(fs, path: str, compression: str | None) -> bytes:
     with fs.open(path, "rb", compression=compression) as f:
         return f.read(_HEAD_BYTES)
 
 
-def text_columns(fs, path: str, kind: str, compression: str | None) -> tuple[list[str], bytes]:
-    """The column names of a text table, its header line (CSV/TSV), after cheap checks."""
-    head = _head(fs, path, compression)
-    lines = head.split(b"\n")
-    complete = lines[:-1] if len(head) == _HEAD_BYTES else lines
+def _record_end(text: bytes) -> tuple[int, int] | None:
+    """Where the first CSV record of ``text`` ends: (end of its bytes, start of the next).
+
+    Line ends inside quotes belong to the record; CRLF, LF and a bare CR all end it.
+    None when no line end is found.
+    """
+    quoted = False
+    for mark in _RECORD_MARKS.finditer(text):
+        if mark.group() == b'"':
+            quoted = not quoted
+        elif not quoted:
+            end = mark.start()
+            crlf = text[end:end + 2] == b"\r\n"
+            return end, end + (2 if crlf else 1)
+    return None
+
+
+def _line_delimiter(text: bytes) -> bytes:
+    """The byte that ends lines: LF (also for CRLF text), or CR when text has no LF."""
+    return b"\r" if b"\r" in text and b"\n" not in text else b"\n"
+
+
+def text_columns(fs, path: str, kind: str,
+                 compression: str | None) -> tuple[list[str], bytes, bytes]:
+    """The column names of a text table, after cheap checks.
+
+    Returns
+    -------
+    names : list of str
+    header : bytes
+        The header line with an LF ending (CSV/TSV), prepended to every later block.
+    delimiter : bytes
+        The line end blocks are cut at (see :func:`plan_blocks`).
+    """
+    with _reading(path):
+        head = _head(fs, path, compression)
+    full = len(head) == _HEAD_BYTES
     if kind == "jsonl":
-        return _json_columns(complete, path), b""
-    header = lines[0].removeprefix(b"\xef\xbb\xbf")
-    if not any(line.strip() for line in complete[1:]):
+        lines = head.splitlines()  # JSON text never holds a raw CR or LF
+        return _json_columns(lines[:-1] if full else lines, path), b"", _line_delimiter(head)
+    head = head.removeprefix(_BOM)
+    end = _record_end(head)
+    if end is None and full:
+        raise UserError(f"{path}: no line end in the first {_HEAD_BYTES} bytes (not a table?)")
+    if end is None and head.count(b'"') % 2:
+        raise UserError(f"{path}: the header line has a quote that is never closed")
+    rest = b"" if end is None else head[end[1]:]
+    if not rest.strip():
         raise UserError(f"{path}: the table has no rows (only a header or nothing)")
+    header = head[:end[0]]
     sep = "\t" if kind == "tsv" else ","
-    text = header.decode("utf-8", errors="replace").rstrip("\r")
-    names = next(csv.reader([text], delimiter=sep))
-    return names, header + b"\n"
+    text = header.decode("utf-8", errors="replace")
+    try:
+        names = next(csv.reader(io.StringIO(text, newline=""), delimiter=sep), [])
+    except csv.Error as exc:
+        raise UserError(f"{path}: cannot read the header line ({exc})") from None
+    return names, header + b"\n", _line_delimiter(rest)
 
 
 def _json_columns(lines: list[bytes], path: str) -> list[str]:
@@ -200,13 +267,15 @@ def _json_columns(lines: list[bytes], path: str) -> list[str]:
     return list(names)
 
 
-def plan_blocks(fs, path: str, compression: str | None, header: bytes, blocksize: int) -> list[Block]:
-    """Byte blocks of a text table (one block when it is compressed)."""
+def plan_blocks(fs, path: str, compression: str | None, header: bytes, blocksize: int,
+                delimiter: bytes = b"\n") -> list[Block]:
+    """Byte blocks of a text table, cut at ``delimiter`` (one block when compressed)."""
     if compression is not None:
-        return [Block(path, 0, None, header)]
-    size = fs.size(path)
-    return [Block(path, off, min(blocksize, size - off), header) for off in range(0, size, blocksize)] \
-        or [Block(path, 0, 0, header)]
+        return [Block(path, 0, None, header, delimiter)]
+    with _reading(path):
+        size = fs.size(path)
+    return [Block(path, off, min(blocksize, size - off), header, delimiter)
+            for off in range(0, size, blocksize)] or [Block(path, 0, 0, header, delimiter)]
 
 
 def read_block(fs, kind: str, compression: str | None, block: Block) -> pd.DataFrame:
@@ -214,13 +283,14 @@ def read_block(fs, kind: str, compression: str | None, block: Block) -> pd.DataF
     from fsspec.utils import read_block as cut
 
     with fs.open(block.path, "rb", compression=compression) as f:
-        data = f.read() if block.length is None else cut(f, block.offset, block.length, b"\n")
+        data = f.read() if block.length is None else cut(f, block.offset, block.length,
+                                                         block.delimiter)
     if kind == "jsonl":
         return _parse_jsonl(data, block)
     if block.offset > 0:
         data = block.header + data
-    elif data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    else:
+        data = data.removeprefix(_BOM)
     try:
         return pd.read_csv(io.BytesIO(data), sep="\t" if kind == "tsv" else ",", dtype=S.STRING,
                            encoding="utf-8", encoding_errors="replace",
@@ -232,7 +302,7 @@ def read_block(fs, kind: str, compression: str | None, block: Block) -> pd.DataF
 
 def _parse_jsonl(data: bytes, block: Block) -> pd.DataFrame:
     rows = []
-    for number, line in enumerate(data.split(b"\n"), 1):
+    for number, line in enumerate(data.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -251,11 +321,13 @@ def _parse_jsonl(data: bytes, block: Block) -> pd.DataFrame:
 
 
 def _load_text(fs, kind, compression, roles, media_type, block) -> pd.DataFrame:
-    return map_table(read_block(fs, kind, compression, block), roles, media_type)
+    with _reading(block.path, block.offset):
+        return map_table(read_block(fs, kind, compression, block), roles, media_type)
 
 
 def _load_text_ids(fs, kind, compression, roles, block) -> pd.Series:
-    return table_ids(read_block(fs, kind, compression, block), roles)
+    with _reading(block.path, block.offset):
+        return table_ids(read_block(fs, kind, compression, block), roles)
 
 
 def read_text_table(fs, path: str, kind: str, compression: str | None, *, url_column=None,
@@ -265,10 +337,10 @@ def read_text_table(fs, path: str, kind: str, compression: str | None, *, url_co
     import dask
     import dask.dataframe as dd
 
-    found, header = text_columns(fs, path, kind, compression)
+    found, header, delimiter = text_columns(fs, path, kind, compression)
     roles = resolve_roles(found, path, url_column=url_column, id_column=id_column,
                           label_column=label_column, raw=raw)
-    blocks = plan_blocks(fs, path, compression, header, blocksize)
+    blocks = plan_blocks(fs, path, compression, header, blocksize, delimiter)
     meta = S.empty_catalog(roles.columns)
     with dask.config.set({"dataframe.convert-string": False}):
         frame = dd.from_map(partial(_load_text, fs, kind, compression, roles, media_type), blocks,
@@ -292,10 +364,21 @@ def read_parquet_table(fs, files: Sequence[str], schema, *, url_column=None, id_
         read_cols.append(roles.mediatype)
     id_cols = [src for col, src in roles.sources if col in ("access_uri", "media_uuid")]
     parts, rows = parquet.plan(fs, files, read_cols, blocksize)
-    mapper = partial(map_table, roles=roles, media_type=media_type)
+    mapper = partial(_map_parquet, path=files[0], roles=roles, media_type=media_type)
     frame, ids = parquet.lazy_frames(fs, parts, read_cols, id_cols, mapper,
-                                     partial(table_ids, roles=roles), S.empty_catalog(roles.columns))
+                                     partial(_parquet_ids, path=files[0], roles=roles),
+                                     S.empty_catalog(roles.columns))
     return frame, ids, rows
+
+
+def _map_parquet(frame: pd.DataFrame, path: str, roles: Roles, media_type: str | None) -> pd.DataFrame:
+    with _reading(path):
+        return map_table(frame, roles, media_type)
+
+
+def _parquet_ids(frame: pd.DataFrame, path: str, roles: Roles) -> pd.Series:
+    with _reading(path):
+        return table_ids(frame, roles)
 
 
 def _as_catalog(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

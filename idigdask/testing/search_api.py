@@ -4,9 +4,11 @@ It answers ``GET /v2/search/media`` in the API's response shape from the media i
 is given, honouring ``limit``, ``offset``, ``sort``, ``rq`` and ``mq`` (equality
 filters: ``mq`` over an item's ``indexTerms``, ``rq`` over its ``recordTerms`` if it has
 them, else its ``indexTerms``; a list value means "any of"). It can fail the first
-requests on purpose (500, or 429 with ``Retry-After``), and answers
-``GET /v2/media/<uuid>?size=...`` with a 302 redirect to a media server, as iDigBio's
-media API does.
+requests on purpose (500, or 429 with ``Retry-After``) or misbehave in the ways a slow
+or broken server does (``"trickle"``: the answer one byte at a time; ``"truncate"``: half
+the body it declares, then the connection closed; ``"unsized"``: no Content-Length), and
+answers ``GET /v2/media/<uuid>?size=...`` with a 302 redirect to a media server, as
+iDigBio's media API does.
 
 Examples
 --------
@@ -19,11 +21,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Sequence
 
 MAX_LIMIT = 5000
+#: The misbehaviours ``failures`` may name besides HTTP statuses.
+FAULTS = ("trickle", "truncate", "unsized")
 
 
 def make_media_item(uuid: str, accessuri: str | None, *, records: Sequence[str] = (),
@@ -66,11 +71,17 @@ class SearchAPIServer:
     ----------
     items : sequence of dict
         Media items in the API's shape (see :func:`make_media_item`).
-    failures : sequence of int
-        HTTP statuses for the first requests, in order (e.g. ``[500, 429]``); then it
-        answers normally.
+    failures : sequence of int or str
+        How the first search requests are answered, in order, then it answers normally:
+        an HTTP status (e.g. ``[500, 429]``), or one of :data:`FAULTS` with the true
+        answer: ``"trickle"`` sends it (status line, headers, body) one byte every
+        ``trickle_delay`` seconds, ``"truncate"`` sends the headers and half the body
+        its Content-Length declares and closes the connection, ``"unsized"`` sends it
+        without Content-Length and closes the connection to end it.
     retry_after : float or None
         The ``Retry-After`` header (seconds) sent with a 429.
+    trickle_delay : float
+        Seconds between two bytes of a ``"trickle"`` answer.
     media_base_url : str
         Where ``/v2/media/<uuid>`` redirects: ``{media_base_url}/<uuid>`` plus
         ``?size=...`` when a size was asked for.
@@ -86,12 +97,17 @@ class SearchAPIServer:
         The query parameters of every search request received, failed ones included.
     """
 
-    def __init__(self, items: Sequence[dict] = (), *, failures: Sequence[int] = (),
+    def __init__(self, items: Sequence[dict] = (), *, failures: Sequence[int | str] = (),
                  retry_after: float | None = None, media_base_url: str = "http://127.0.0.1:9/media",
-                 redirect: Callable[[str, str | None], str] | None = None):
+                 redirect: Callable[[str, str | None], str] | None = None,
+                 trickle_delay: float = 0.05):
+        unknown = [f for f in failures if not isinstance(f, int) and f not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown failures {unknown}: use HTTP statuses or {FAULTS}")
         self.items = list(items)
         self.failures = list(failures)
         self.retry_after = retry_after
+        self.trickle_delay = trickle_delay
         self.media_base_url = media_base_url.rstrip("/")
         self.redirect = redirect
         self.requests: list[dict] = []
@@ -128,7 +144,7 @@ class SearchAPIServer:
         return f"http://{host}:{port}/v2"
 
     # -- behaviour --
-    def next_failure(self) -> int | None:
+    def next_failure(self) -> int | str | None:
         with self._lock:
             return self.failures.pop(0) if self.failures else None
 
@@ -186,12 +202,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_faulty(self, fault: str, status: int, body: dict) -> None:
+        """Send an answer the way a slow or broken server does (see FAULTS)."""
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Connection": "close"}
+        if fault != "unsized":
+            headers["Content-Length"] = str(len(data))
+        lines = [f"HTTP/1.1 {status} {self.responses[status][0]}"]
+        lines += [f"{key}: {value}" for key, value in headers.items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.close_connection = True
+        try:
+            if fault == "trickle":
+                for byte in head + data:
+                    self.wfile.write(bytes([byte]))
+                    time.sleep(self.api.trickle_delay)
+            else:
+                self.wfile.write(head + (data[: len(data) // 2] if fault == "truncate" else data))
+        except OSError:  # a broken pipe, a reset, a TLS end: the client gave up
+            pass
+
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         parts = urllib.parse.urlsplit(self.path)
         params = dict(urllib.parse.parse_qsl(parts.query))
         if parts.path.rstrip("/") == "/v2/search/media":
             self.api.requests.append(params)
             failure = self.api.next_failure()
+            if isinstance(failure, str):
+                self._send_faulty(failure, *self.api.search(params))
+                return
             if failure is not None:
                 headers = {}
                 if failure == 429 and self.api.retry_after is not None:
