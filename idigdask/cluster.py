@@ -33,8 +33,8 @@ def current_client() -> "Client | None":
         return None
 
 
-def local_cluster_kwargs(n_workers: int | None = None,
-                         n_threads: int | None = None) -> dict[str, Any]:
+def local_cluster_kwargs(n_workers: int | None = None, n_threads: int | None = None, *,
+                         host: str = "127.0.0.1") -> dict[str, Any]:
     """Arguments of the LocalCluster idigdask starts when none is given.
 
     By default one worker with a thread per core, in this process: the per-image work
@@ -43,15 +43,46 @@ def local_cluster_kwargs(n_workers: int | None = None,
     to the Zarr writes without copying. ``n_workers`` asks for that many
     single-threaded worker processes instead, each watched by a nanny that restarts
     it if it dies; ``n_threads`` sets the threads of the in-process worker.
+
+    Everything listens on ``host`` only, 127.0.0.1 unless asked otherwise: the
+    scheduler, the workers and nannies, and all their HTTP servers (dashboards,
+    metrics). distributed would bind a worker's HTTP server to every interface.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    http = _http_address(host)
     if n_workers:
+        # worker processes bind their HTTP servers to the worker's own host
         return {"n_workers": n_workers, "threads_per_worker": 1, "processes": True,
-                "dashboard_address": "127.0.0.1:0", "host": "127.0.0.1"}
-    # threads talk to the scheduler in-process: no host to bind
+                "dashboard_address": http, "host": host}
+    # threads talk to the scheduler in-process (inproc://, no host to bind), but the
+    # worker's HTTP server still listens on TCP: on every interface unless told
     return {"n_workers": 1, "threads_per_worker": n_threads or max(1, cores or 1),
-            "processes": False,
-            "dashboard_address": "127.0.0.1:0"}
+            "processes": False, "dashboard_address": http, "worker_dashboard_address": http}
+
+
+def _http_address(host: str) -> str | list[tuple[str, int]]:
+    """An HTTP address on ``host`` and a free port, as distributed parses it."""
+    host = host.strip("[]")
+    # distributed splits "host:port" at every colon: an IPv6 host goes as a pair
+    return [(host, 0)] if ":" in host else f"{host}:0"
+
+
+def dashboard_link(client: "Client") -> str | None:
+    """The link of the scheduler's dashboard, on the address that answers.
+
+    distributed builds the link from the scheduler's address, which for an in-process
+    cluster is the machine's network address, while the dashboard listens on
+    127.0.0.1. When the scheduler runs in this process the link names the address its
+    dashboard is bound to (unless that is every interface); otherwise distributed's.
+    """
+    from distributed.utils import format_dashboard_link
+
+    scheduler = getattr(getattr(client, "cluster", None), "scheduler", None)
+    server = getattr(scheduler, "http_server", None)
+    address, port = getattr(server, "address", None), getattr(server, "port", None)
+    if address and port and address not in ("0.0.0.0", "::", ""):
+        return format_dashboard_link(f"[{address}]" if ":" in address else address, port)
+    return client.dashboard_link
 
 
 def _keep_large_buffers_out_of_the_heap(threshold: int = 2**20) -> bool:
@@ -82,6 +113,7 @@ def get_client(
     scheduler: str | None = None,
     n_workers: int | None = None,
     n_threads: int | None = None,
+    host: str = "127.0.0.1",
 ) -> Iterator["Client"]:
     """Yield a Dask client to run on, closing only what this call started.
 
@@ -96,6 +128,10 @@ def get_client(
         one worker in this process with a thread per core).
     n_threads : int, optional
         Threads of that in-process worker (default: one per core).
+    host : str
+        The address the started LocalCluster listens on, every server of it
+        (scheduler, workers, nannies, dashboards); ``"0.0.0.0"`` opens it to the
+        network. The logged dashboard link is one that answers.
 
     Yields
     ------
@@ -104,7 +140,7 @@ def get_client(
     from distributed import Client, LocalCluster
 
     if client is not None:
-        log.info("running on %s; dashboard %s", client.scheduler.address, client.dashboard_link)
+        log.info("running on %s; dashboard %s", client.scheduler.address, dashboard_link(client))
         yield client
         return
     if scheduler:
@@ -113,29 +149,51 @@ def get_client(
         except (OSError, TimeoutError) as exc:
             raise UserError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
         with joined:
-            log.info("joined scheduler %s; dashboard %s", scheduler, joined.dashboard_link)
+            log.info("joined scheduler %s; dashboard %s", scheduler, dashboard_link(joined))
             yield joined
         return
     existing = current_client()
     if existing is not None:
         log.info("running on the current client %s; dashboard %s",
-                 existing.scheduler.address, existing.dashboard_link)
+                 existing.scheduler.address, dashboard_link(existing))
         yield existing
         return
     import dask
 
-    kwargs = local_cluster_kwargs(n_workers, n_threads)
+    kwargs = local_cluster_kwargs(n_workers, n_threads, host=host)
     if not kwargs["processes"]:
         _keep_large_buffers_out_of_the_heap()
     # distributed keeps the last `low-level-log-length` messages of every batched
     # comm for debugging (1000 by default); with a catalog's rows in the messages that
-    # grew a 20,000-image build's memory by a third, so this cluster keeps a few
-    with dask.config.set({"distributed.admin.low-level-log-length": 16}), \
-            LocalCluster(**kwargs) as cluster, Client(cluster) as started:
+    # grew a 20,000-image build's memory by a third, so this cluster keeps a few; and
+    # its dashboard link names the address the dashboard listens on
+    settings = {"distributed.admin.low-level-log-length": 16, **_link_on(host)}
+    with dask.config.set(settings), LocalCluster(**kwargs) as cluster, \
+            Client(cluster) as started:
         log.info("started a LocalCluster of %s; dashboard %s",
                  f"{kwargs['n_workers']} worker processes" if kwargs["processes"]
-                 else f"{kwargs['threads_per_worker']} threads", started.dashboard_link)
+                 else f"{kwargs['threads_per_worker']} threads", dashboard_link(started))
         yield started
+
+
+_DEFAULT_LINK = "{scheme}://{host}:{port}/status"
+
+
+def _link_on(host: str) -> dict[str, str]:
+    """Settings so that ``Client.dashboard_link`` names ``host`` too.
+
+    distributed builds the link from the scheduler's address, for an in-process
+    cluster the machine's network address, where the dashboard does not listen. A
+    template of the user's own (a proxy's path) and a wildcard host are left alone.
+    """
+    import dask
+
+    host = host.strip("[]")
+    if dask.config.get("distributed.dashboard.link") != _DEFAULT_LINK or \
+            host in ("", "0.0.0.0", "::"):
+        return {}
+    shown = f"[{host}]" if ":" in host else host
+    return {"distributed.dashboard.link": "{scheme}://" + shown + ":{port}/status"}
 
 
 def slurm_cluster(*, jobs: int = 1, cores: int = 1, memory: str = "4GB", **kwargs: Any):

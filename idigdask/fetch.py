@@ -8,7 +8,10 @@ gives a :class:`FetchResult` whose ``status`` is ``"ok"`` or ``"failed"``, with 
   (the library fsspec's HTTP filesystem is built on), with a per-request total timeout,
   redirects, a byte cap while streaming, a Content-Length check, and retries with
   exponential backoff and full jitter on transient failures (connection errors,
-  resets, timeouts, 408, 429, 5xx; ``Retry-After`` is honoured).
+  resets, timeouts, 408, 429, 5xx; ``Retry-After`` is honoured). Redirects are
+  followed here, hop by hop: each hop's address is checked (no private addresses
+  unless allowed, see :class:`FetchOptions`), and the caller's headers, auth and
+  cookies never leave the first origin.
 * Everything else (``s3://`` on a Ceph RADOS gateway through s3fs, ``file://`` and plain
   paths, ``memory://`` ...) goes through :func:`fsspec.core.url_to_fs` with the
   caller's ``storage_options``. Asynchronous filesystems (s3fs) are awaited directly;
@@ -28,8 +31,13 @@ Reasons
 ``timeout``, ``connection``, ``http_<code>`` for 4xx (``http_404``, ``http_403``,
 ``http_410``, ``http_429`` ...), ``http_5xx`` for every 5xx, ``too_large``,
 ``redirect_loop`` (too many redirects), ``truncated`` (body shorter than its
-Content-Length, or cut mid-body), ``not_found`` and ``access_denied`` (files and object
-stores), ``error`` (anything else).
+Content-Length, or cut mid-body), ``private_address`` (an http(s) URL, or one of its
+redirects, reaches an address that :attr:`FetchOptions.allow_private` keeps out),
+``not_found`` and ``access_denied`` (files and object stores), ``error`` (anything
+else).
+
+Schemes and redaction live in :mod:`idigdask.urls`; :func:`classify_scheme` and
+:func:`redact` are importable from here as well.
 """
 
 from __future__ import annotations
@@ -41,13 +49,15 @@ import inspect
 import queue
 import random
 import re
+import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.abc
 import fsspec
 import fsspec.asyn
 import fsspec.core
@@ -55,6 +65,15 @@ import yarl
 
 from . import __version__
 from .errors import UserError
+from .urls import (
+    HTTP_SCHEMES,
+    LOCAL_SCHEMES,
+    AddressPolicy,
+    classify_scheme,
+    literal_address,
+    redact,
+    secret_values,
+)
 
 __all__ = [
     "FetchOptions",
@@ -69,10 +88,31 @@ __all__ = [
 _BACKOFF_CAP = 30.0  # seconds: the longest pause between two tries
 _RETRY_AFTER_CAP = 60.0  # seconds: a server may not park a request for longer
 _CHUNK = 256 * 1024
-_HTTP = ("http", "https")
-_LOCAL = ("file", "local", "memory")
-# Request keywords that fsspec's HTTP filesystem forwards to aiohttp as well.
-_HTTP_REQUEST_KEYS = ("headers", "auth", "ssl", "proxy", "proxy_auth", "cookies")
+_HTTP = HTTP_SCHEMES
+_LOCAL = LOCAL_SCHEMES
+# Request keywords that fsspec's HTTP filesystem forwards to aiohttp as well: who the
+# caller is (sent to the first origin only) and how to connect (sent on every hop).
+_IDENTITY_KEYS = ("headers", "auth", "cookies")
+_TRANSPORT_KEYS = ("ssl", "proxy", "proxy_auth")
+_REDIRECT_CODES = (301, 302, 303, 307, 308)
+
+
+def _config_bool(key: str) -> Callable[[], bool]:
+    def default() -> bool:
+        from . import config  # dask.config is imported only when a default is needed
+
+        return config.get_bool(key)
+
+    return default
+
+
+def _config_list(key: str) -> Callable[[], tuple[str, ...]]:
+    def default() -> tuple[str, ...]:
+        from . import config
+
+        return config.get_list(key)
+
+    return default
 
 
 # ----------------------------------------------------------------------------- options
@@ -106,7 +146,30 @@ class FetchOptions:
         belong to another protocol). A dict whose keys are all protocol names, e.g.
         ``{"s3": {...}, "https": {...}}``, gives each protocol its own options.
     max_redirects : int
-        Redirects followed before failing with ``redirect_loop``.
+        Redirects followed before failing with ``redirect_loop``. Every hop is checked
+        like the first URL; on a hop to another origin (scheme, host, port) the
+        caller's headers, auth and cookies from ``storage_options`` are dropped, for
+        the rest of the chain.
+    allow_private : bool
+        Fetch ``http(s)`` media from loopback, link-local (the cloud metadata
+        address), private, shared, multicast, reserved and unspecified addresses
+        (:data:`idigdask.urls.PRIVATE_NETWORKS`). Off by default: a catalog may come
+        from a stranger, and its URLs, or their redirects, could make the workers read
+        services of their own network; such a URL fails with ``private_address``.
+        Checked after DNS resolution, on the addresses connected to, and on every
+        redirect hop. ``s3://`` and ``file://`` are not checked (their endpoint is the
+        caller's). Default: the dask config ``idigdask.fetch.allow-private``
+        (``DASK_IDIGDASK__FETCH__ALLOW_PRIVATE=true``).
+    allow_networks : tuple of str
+        Networks fetched from even though private (``"10.1.2.0/24"``, one address),
+        e.g. a Ceph gateway's; the rest stay refused. Default: the dask config
+        ``idigdask.fetch.allow-networks``.
+
+    Notes
+    -----
+    Through an HTTP proxy (``storage_options={"proxy": ...}``) the proxy resolves the
+    names, so only URLs that spell an address are checked; the proxy's own address is
+    the caller's choice and is not.
     """
 
     timeout: float = 30.0
@@ -118,6 +181,9 @@ class FetchOptions:
     user_agent: str = f"idigdask/{__version__} (+https://github.com/idigdask)"
     storage_options: dict | None = None
     max_redirects: int = 10
+    allow_private: bool = field(default_factory=_config_bool("fetch.allow-private"))
+    allow_networks: tuple[str, ...] = field(
+        default_factory=_config_list("fetch.allow-networks"))
 
     def __post_init__(self) -> None:
         checks = {
@@ -134,6 +200,18 @@ class FetchOptions:
                 raise UserError(f"fetch option {name}={getattr(self, name)!r} is out of range")
         if self.storage_options is not None and not isinstance(self.storage_options, dict):
             raise UserError("fetch option storage_options must be a dict")
+        if isinstance(self.allow_networks, str):
+            self.allow_networks = (self.allow_networks,)
+        self.allow_networks = tuple(str(net) for net in self.allow_networks)
+        self.allow_private = bool(self.allow_private)
+        self.policy()  # a network that is not one is the caller's mistake
+
+    def policy(self) -> AddressPolicy:
+        """The :class:`~idigdask.urls.AddressPolicy` of ``allow_private`` and ``allow_networks``."""
+        try:
+            return AddressPolicy(self.allow_private, self.allow_networks)
+        except ValueError as err:
+            raise UserError(f"fetch option allow_networks: {err}") from None
 
     def options_for(self, protocol: str) -> dict:
         """The storage options that apply to ``protocol``."""
@@ -195,91 +273,39 @@ class _Failure(Exception):
         self.retry_after = retry_after
 
 
-# --------------------------------------------------------------------- public helpers
-def classify_scheme(uri: str) -> str:
-    """The protocol of ``uri``: ``"http"``, ``"https"``, ``"s3"``, ``"file"``, ...
+class _RefusedAddress(OSError):
+    """A host resolved to an address that the :class:`AddressPolicy` refuses."""
 
-    Plain paths are ``"file"``; a chained URL (``simplecache::s3://...``) gives its
-    outermost protocol.
+    def __init__(self, host: str, address: str, why: str):
+        super().__init__(f"{host} resolves to {address}, {why}")
+        self.host, self.address, self.why = host, address, why
 
-    Examples
-    --------
-    >>> classify_scheme("https://api.idigbio.org/v2/media/abc")
-    'https'
-    >>> classify_scheme("/data/sheet.jpg")
-    'file'
+
+class _CheckedResolver(aiohttp.abc.AbstractResolver):
+    """Resolves names, then refuses every answer that the policy refuses.
+
+    aiohttp connects to exactly the addresses a resolver gives, so checking them here
+    leaves no time between check and connect for DNS to change its answer (rebinding).
     """
-    first, chained, _ = str(uri).partition("::")
-    match = (_CHAIN_RE if chained else _SCHEME_RE).match(first)
-    if match is None and not chained:
-        # "javascript:...", "data:...", "search:{...}" name a scheme without "//"; one
-        # letter before the colon is a Windows drive ("C:\\sheets\\a.jpg"), a path
-        match = _OPAQUE_RE.match(first)
-    return match.group(1).lower() if match else "file"
 
+    def __init__(self, policy: AddressPolicy, exempt: frozenset[str] = frozenset(),
+                 inner: aiohttp.abc.AbstractResolver | None = None):
+        self._policy = policy
+        self._exempt = exempt  # hosts the caller chose, e.g. an HTTP proxy
+        self._inner = inner if inner is not None else aiohttp.DefaultResolver()
 
-_SCHEME_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*)://")
-_CHAIN_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*)(?:://|$)")
-_OPAQUE_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]+):(?!//)")
-_USERINFO_RE = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@?#]+@")
-# Query parameters (and name=value pairs in headers) whose value is a credential.
-_SECRET_NAMES = (
-    r"key|sig|policy|"
-    r"[\w.-]*(?:signature|token|secret|passw|credential|api_?key|access_?key|auth)[\w.-]*"
-)
-_PARAM_RE = re.compile(rf"(?<![\w.-])(?P<name>{_SECRET_NAMES})=(?P<value>[^&\s#\"'<>,;]*)", re.I)
-_AUTH_HEADER_RE = re.compile(r"(?P<name>\bauthorization[\"']?\s*[:=]\s*[\"']?)[^\r\n\"'}]+", re.I)
-_FIELD_RE = re.compile(
-    r"(?P<name>[\"']?\b(?:aws_secret_access_key|aws_session_token|secret|password|passwd|"
-    r"token|session_token|api_?key|x-amz-security-token)\b[\"']?\s*:\s*[\"']?)[^\s\"',}]+",
-    re.I,
-)
-_REDACTED = "REDACTED"
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        answers = await self._inner.resolve(host, port, family)
+        if host.lower() not in self._exempt:
+            for answer in answers:
+                why = self._policy.refusal(answer["host"])
+                if why:
+                    raise _RefusedAddress(host, answer["host"], why)
+        return answers
 
-
-def redact(text: Any, secrets: Iterable[str] = ()) -> str:
-    """Remove credentials from a URL or message.
-
-    User information in URLs becomes ``***``; values of query parameters that look
-    signed or secret (``X-Amz-Signature``, ``Signature``, ``token``, ``key`` ...),
-    ``Authorization`` headers and ``secret: ...`` fields become ``REDACTED``.
-
-    Parameters
-    ----------
-    text : object
-        A URL or any message (converted with ``str``).
-    secrets : iterable of str
-        Literal values to remove as well (e.g. the keys in storage options).
-
-    Examples
-    --------
-    >>> redact("http://user:pass@host/x.jpg?X-Amz-Signature=abc&size=webview")
-    'http://***@host/x.jpg?X-Amz-Signature=REDACTED&size=webview'
-    """
-    out = str(text)
-    for secret in secrets:
-        if secret:
-            out = out.replace(secret, _REDACTED)
-    out = _USERINFO_RE.sub(r"\g<scheme>***@", out)
-    out = _AUTH_HEADER_RE.sub(rf"\g<name>{_REDACTED}", out)
-    out = _PARAM_RE.sub(rf"\g<name>={_REDACTED}", out)
-    return _FIELD_RE.sub(rf"\g<name>{_REDACTED}", out)
-
-
-def _secret_values(options: Any) -> list[str]:
-    """String values in (nested) storage options that are credentials."""
-    found: list[str] = []
-    if isinstance(options, dict):
-        for name, value in options.items():
-            secret_name = re.fullmatch(_SECRET_NAMES + "|password", str(name), re.I)
-            if isinstance(value, str) and secret_name:
-                found.append(value)
-            elif isinstance(value, aiohttp.BasicAuth):
-                found.append(value.password)
-            else:
-                found.extend(_secret_values(value))
-    # Short values would blank out ordinary words of a message.
-    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 def _protocol_names() -> set[str]:
@@ -292,16 +318,21 @@ class _Fetcher:
 
     def __init__(self, options: FetchOptions):
         self.options = options
-        self._secrets = _secret_values(options.storage_options)
+        self._secrets = secret_values(options.storage_options)
+        self._policy = options.policy()
         self._all = asyncio.Semaphore(options.concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._filesystems: dict[tuple[str, str], Any] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._request_kwargs: dict[str, Any] = {}
+        self._resolver: _CheckedResolver | None = None
+        self._identity: dict[str, Any] = {}
+        self._transport: dict[str, Any] = {}
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._resolver is not None:  # a resolver handed to a connector stays ours
+            await self._resolver.close()
 
     async def fetch(self, uri: str) -> FetchResult:
         """Fetch one URI, retrying transient failures; never raises for the URI."""
@@ -370,33 +401,28 @@ class _Fetcher:
             accepted = inspect.signature(aiohttp.ClientSession).parameters
             client_kwargs = {k: v for k, v in (options.get("client_kwargs") or {}).items()
                              if k in accepted and k not in ("connector", "timeout")}
-            headers = {"User-Agent": self.options.user_agent,
-                       **(client_kwargs.pop("headers", None) or {})}
+            # the caller's identity goes with each request, never with the session, so
+            # that a redirect to another origin can leave it behind
+            self._identity = _identity(client_kwargs, options)
+            self._transport = {k: options[k] for k in _TRANSPORT_KEYS if k in options}
+            proxy = self._transport.get("proxy")
+            exempt = frozenset({(yarl.URL(str(proxy)).host or "").lower()} if proxy else ())
+            self._resolver = _CheckedResolver(self._policy, exempt)
             connector = aiohttp.TCPConnector(limit=self.options.concurrency,
-                                             limit_per_host=self.options.per_host)
+                                             limit_per_host=self.options.per_host,
+                                             resolver=self._resolver)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.options.timeout),
-                headers=headers,
+                headers={"User-Agent": self.options.user_agent},
                 **client_kwargs,
             )
-            self._request_kwargs = {k: options[k] for k in _HTTP_REQUEST_KEYS if k in options}
         return self._session
 
     async def _http(self, uri: str) -> bytes:
         session = self._http_session()
         try:
-            # An already valid URL is sent byte for byte, so signed query strings survive.
-            url = yarl.URL(uri, encoded=bool(_PRINTABLE_RE.fullmatch(uri)))
-            async with session.get(url, allow_redirects=True,
-                                   max_redirects=self.options.max_redirects,
-                                   **self._request_kwargs) as response:
-                if not 200 <= response.status < 300:
-                    raise _status_failure(response, uri)
-                return await self._read_body(response, uri)
-        except aiohttp.TooManyRedirects as err:
-            raise _Failure("redirect_loop", f"more than {self.options.max_redirects} redirects "
-                           f"from {uri}", False) from err
+            return await self._follow(session, _as_url(uri), uri)
         except TimeoutError as err:
             raise self._timeout_failure(uri) from err
         except aiohttp.ClientPayloadError as err:
@@ -407,6 +433,41 @@ class _Fetcher:
             raise _Failure("connection", f"{_describe(err)} for {uri}", True) from err
         except (aiohttp.ClientError, ValueError) as err:
             raise _Failure("error", f"{_describe(err)} for {uri}", False) from err
+
+    async def _follow(self, session: aiohttp.ClientSession, url: yarl.URL, uri: str) -> bytes:
+        """GET ``url``, following redirects here, so that every hop is checked."""
+        identity, origin = self._identity, _origin(url)
+        for hop in range(self.options.max_redirects + 1):
+            self._check_literal(url, uri, hop)
+            try:
+                async with session.get(url, allow_redirects=False, **self._transport,
+                                       **identity) as response:
+                    target = _redirect_target(response)
+                    if target is None:
+                        if not 200 <= response.status < 300:
+                            raise _status_failure(response, uri)
+                        return await self._read_body(response, uri)
+            except aiohttp.ClientConnectorError as err:
+                if isinstance(err.os_error, _RefusedAddress):
+                    refused = err.os_error
+                    raise _refused(uri, url if hop else None, refused.host, refused.address,
+                                   refused.why) from err
+                raise
+            if target.scheme not in _HTTP:
+                raise _Failure("error", f"redirect from {uri} to a URL that is not http(s): "
+                               f"{target}", False)
+            if _origin(target) != origin:
+                identity = {}  # for the first origin only, even if the chain comes back
+            url = target
+        raise _Failure("redirect_loop", f"more than {self.options.max_redirects} redirects "
+                       f"from {uri}", False)
+
+    def _check_literal(self, url: yarl.URL, uri: str, hop: int) -> None:
+        """Refuse a URL whose host spells a refused address (aiohttp resolves no such host)."""
+        address = literal_address(url.raw_host)
+        why = self._policy.refusal(address) if address is not None else None
+        if why:
+            raise _refused(uri, url if hop else None, url.raw_host or "", str(address), why)
 
     async def _read_body(self, response: aiohttp.ClientResponse, uri: str) -> bytes:
         """Stream the body up to ``max_bytes``; check it against Content-Length."""
@@ -504,6 +565,54 @@ class _nullcontext:
 def _describe(err: BaseException) -> str:
     text = str(err)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _as_url(text: str) -> yarl.URL:
+    # An already valid URL is sent byte for byte, so signed query strings survive.
+    return yarl.URL(text, encoded=bool(_PRINTABLE_RE.fullmatch(text)))
+
+
+def _identity(client_kwargs: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The caller's headers, auth and cookies, taken out of ``client_kwargs``.
+
+    Per-request options (``storage_options``) win over the session's
+    (``client_kwargs``), as they would in aiohttp.
+    """
+    session = {k: client_kwargs.pop(k) for k in _IDENTITY_KEYS if k in client_kwargs}
+    identity: dict[str, Any] = {}
+    for key in ("headers", "cookies"):
+        merged = {**dict(session.get(key) or {}), **dict(options.get(key) or {})}
+        if merged:
+            identity[key] = merged
+    auth = options.get("auth") or session.get("auth")
+    if auth is not None and hasattr(auth, "encode"):
+        # as a header (aiohttp 3.14 deprecates auth=): one rule drops every header
+        identity["headers"] = {**identity.get("headers", {}), "Authorization": auth.encode()}
+    elif auth is not None:
+        identity["auth"] = auth
+    return identity
+
+
+def _origin(url: yarl.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the default one when none is written): a URL's origin."""
+    return url.scheme.lower(), (url.host or "").lower(), url.port
+
+
+def _redirect_target(response: aiohttp.ClientResponse) -> yarl.URL | None:
+    """Where a redirect answer points, resolved against its URL; None if it is none."""
+    location = response.headers.get("Location")
+    if response.status not in _REDIRECT_CODES or not location:
+        return None
+    return response.url.join(_as_url(location)).with_fragment(None)
+
+
+def _refused(uri: str, hop: yarl.URL | None, host: str, address: str, why: str) -> _Failure:
+    """The failure of a URL, or of a redirect ``hop`` from it, that reaches ``address``."""
+    where = uri if hop is None else f"{hop} (a redirect from {uri})"
+    what = address if host.strip("[]") == address else f"{host}, which resolves to {address}"
+    message = (f"refused to fetch {where}: {what} is {why}; the fetch options "
+               "allow_private and allow_networks let such addresses be fetched")
+    return _Failure("private_address", message, False)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -1,4 +1,11 @@
-"""Fixtures shared by the whole suite: a real Dask cluster and synthetic sheets."""
+"""Fixtures shared by the whole suite: a real Dask cluster and synthetic sheets.
+
+Every server of the suite listens on 127.0.0.1, an address that idigdask refuses to
+fetch media from by default (``allow_private``): the whole session opts in, through the
+environment before dask is imported (so CLI subprocesses and worker processes inherit
+it) and through ``dask.config`` (in case a plugin imported dask first).
+``tests/pipeline/test_ssrf.py`` switches it off to test the refusal.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,16 @@ import os
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["DASK_IDIGDASK__FETCH__ALLOW_PRIVATE"] = "true"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def allow_private_addresses():
+    """Let the session fetch from its loopback servers."""
+    import dask
+
+    with dask.config.set({"idigdask.fetch.allow-private": True}):
+        yield
 
 
 @pytest.fixture(scope="session")

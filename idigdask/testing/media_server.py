@@ -31,6 +31,11 @@ Routes
     ``/fault/chain/0/<relpath>`` is the file itself.
 ``/fault/loop/<anything>``
     302 to itself, for ever.
+``/fault/goto/<code>?to=<url>``
+    ``<code>`` (301, 302, 303, 307 or 308) to ``<url>``, as given: another server's
+    URL (another origin), a relative one, or one that should be refused.
+``/fault/headers/<anything>``
+    200 with the request's headers as a JSON object.
 ``/fault/html/<anything>``
     200 with an HTML error page (what some portals send instead of an image).
 ``/fault/huge/<nbytes>``
@@ -54,6 +59,8 @@ from __future__ import annotations
 
 import collections
 import email.utils
+import ipaddress
+import json
 import mimetypes
 import os
 import select
@@ -84,7 +91,9 @@ class MediaServer:
         Folder whose files are served at ``/<relative path>``. Without it only the
         fault routes that need no file answer; file paths give 404.
     host : str
-        Address to bind; only loopback addresses are accepted.
+        Address to bind; only loopback addresses are accepted (``127.0.0.0/8``,
+        ``::1``, ``localhost``), so two servers on 127.0.0.1 and 127.0.0.2 are two
+        hosts.
     port : int
         Port to bind; 0 picks a free one.
 
@@ -101,8 +110,9 @@ class MediaServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ):
-        if host not in ("127.0.0.1", "localhost", "::1"):
+        if not _is_loopback(host):
             raise ValueError(f"MediaServer binds to loopback only, not {host!r}")
+        self.host = "127.0.0.1" if host == "localhost" else host
         self.root = Path(root).resolve() if root is not None else None
         self.closing = threading.Event()
         self._lock = threading.Lock()
@@ -114,7 +124,8 @@ class MediaServer:
         self._connections: set[socket.socket] = set()
         self._in_flight = 0
         self._max_in_flight = 0
-        self._httpd = _Server((host, port), _Handler)
+        server_class = _Server6 if ":" in self.host else _Server
+        self._httpd = server_class((self.host, port), _Handler)
         self._httpd.media = self
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -133,7 +144,8 @@ class MediaServer:
     @property
     def url(self) -> str:
         """Base URL, without a trailing slash, e.g. ``http://127.0.0.1:40123``."""
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def url_for(self, relpath: str) -> str:
         """URL of ``relpath`` (a file or a fault route), percent-encoded."""
@@ -235,11 +247,24 @@ class MediaServer:
         return path
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
     media: MediaServer
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -330,7 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             handler(rest, parse_qs(query), head)
-        except (ValueError, IndexError) as err:
+        except (ValueError, IndexError, KeyError) as err:
             self._send_simple(400, f"bad fault route /fault/{spec}: {err}\n".encode())
 
     def _failing(self, count: str) -> bool:
@@ -384,6 +409,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _fault_loop(self, rest: str, query: dict, head: bool) -> None:
         self._send_simple(302, b"", {"Location": self.path})
+
+    def _fault_goto(self, rest: str, query: dict, head: bool) -> None:
+        code = int(rest.split("/")[0])
+        if code not in (301, 302, 303, 307, 308):
+            raise ValueError(f"{code} is not a redirect")
+        self._send_simple(code, b"", {"Location": query["to"][0]})
+
+    def _fault_headers(self, rest: str, query: dict, head: bool) -> None:
+        body = json.dumps(dict(self.headers.items())).encode()
+        self._send_simple(200, body, content_type="application/json")
 
     def _fault_html(self, rest: str, query: dict, head: bool) -> None:
         self._send_simple(200, _HTML_PAGE, content_type="text/html; charset=utf-8")

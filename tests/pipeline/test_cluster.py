@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from idigdask.cluster import local_cluster_kwargs
 
 PROBE = """
@@ -43,3 +45,66 @@ def test_local_cluster_kwargs():
     assert local_cluster_kwargs(n_threads=3)["threads_per_worker"] == 3
     procs = local_cluster_kwargs(n_workers=2)
     assert procs["processes"] is True and procs["n_workers"] == 2
+
+
+LISTENING = r"""
+import json, logging, re, sys, urllib.request
+import psutil  # a dependency of distributed
+from idigdask.cluster import get_client
+
+
+def listening():
+    # (ip, port) of every listening TCP socket of this process and its children
+    me = psutil.Process()
+    return [(conn.laddr.ip, conn.laddr.port)
+            for proc in [me, *me.children(recursive=True)]
+            for conn in proc.net_connections(kind="inet") if conn.status == psutil.CONN_LISTEN]
+
+
+class Links(logging.Handler):
+    seen = []
+
+    def emit(self, record):
+        self.seen.append(record.getMessage())
+
+
+logging.getLogger("idigdask.cluster").addHandler(Links())
+logging.getLogger("idigdask.cluster").setLevel(logging.INFO)
+if __name__ == "__main__":
+    with get_client(**json.loads(sys.argv[1])) as client:
+        client.wait_for_workers(len(client.nthreads()) or 1, timeout=60)
+        (link,) = re.findall(r"dashboard (\S+)", " ".join(Links.seen))
+        seen = {"sockets": listening(), "link": link, "client_link": client.dashboard_link}
+        for name in ("link", "client_link"):
+            try:
+                seen[name + "_status"] = urllib.request.urlopen(seen[name], timeout=20).status
+            except OSError as err:
+                seen[name + "_status"] = repr(err)
+    print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("kwargs", [{"n_threads": 2}, {"n_workers": 2}],
+                         ids=["threads", "processes"])
+def test_local_cluster_listens_on_loopback_only(tmp_path, kwargs):
+    pytest.importorskip("bokeh")  # the dashboard needs it
+    script = tmp_path / "listening.py"
+    script.write_text(LISTENING)
+    done = subprocess.run([sys.executable, str(script), json.dumps(kwargs)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    # scheduler, worker(s), nannies, their dashboards and HTTP servers
+    assert len(seen["sockets"]) >= (2 if "n_threads" in kwargs else 8), seen
+    assert {ip for ip, _ in seen["sockets"]} == {"127.0.0.1"}, seen["sockets"]
+    # the link printed is the one that answers, and the client's own agrees
+    assert seen["link"].startswith("http://127.0.0.1:") and seen["link_status"] == 200, seen
+    assert seen["client_link"] == seen["link"] and seen["client_link_status"] == 200, seen
+
+
+def test_host_reaches_every_server():
+    kwargs = local_cluster_kwargs(host="::1")
+    assert kwargs["dashboard_address"] == kwargs["worker_dashboard_address"] == [("::1", 0)]
+    procs = local_cluster_kwargs(n_workers=2, host="0.0.0.0")
+    assert procs["host"] == "0.0.0.0" and procs["dashboard_address"] == "0.0.0.0:0"
+    assert local_cluster_kwargs()["worker_dashboard_address"] == "127.0.0.1:0"

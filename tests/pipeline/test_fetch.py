@@ -6,9 +6,13 @@ import asyncio
 import concurrent.futures
 import time
 import uuid
+import warnings
+from urllib.parse import quote
 
+import aiohttp
 import fsspec
 import pytest
+import yarl
 
 from idigdask.errors import UserError
 from idigdask.fetch import (
@@ -191,6 +195,82 @@ def test_redirect_chain_longer_than_allowed(server):
 def test_redirect_loop(server):
     result = fetch_one(server.url_for("fault/loop/x"))
     assert result.reason == "redirect_loop" and result.attempts == 1
+
+
+def goto(srv: MediaServer, target: str, marker: str = "", code: int = 302) -> str:
+    """A URL of ``srv`` that redirects to ``target``; ``marker`` names it in the log."""
+    return f"{srv.url}/fault/goto/{code}/{marker}?to={quote(target, safe='')}"
+
+
+def test_redirect_codes_and_relative_locations(server):
+    for code in (301, 302, 303, 307, 308):
+        result = fetch_one(server.url_for(f"fault/goto/{code}?to=/sheet.jpg&c={code}"))
+        assert result.ok and result.data == PAYLOAD, code
+    # a location relative to the current URL's folder, resolved as a browser would
+    result = fetch_one(goto(server, "../../../nested/other%20sheet.jpg", "here"))
+    assert result.ok and result.nbytes == 1000
+
+
+def test_redirect_to_another_scheme_is_an_error(server):
+    result = fetch_one(server.url_for("fault/goto/302?to=file:///etc/passwd"))
+    assert result.reason == "error" and "not http(s)" in result.message
+
+
+@pytest.fixture(scope="module")
+def other(media_root):
+    """A second server: another origin (same host, another port)."""
+    with MediaServer(media_root) as srv:
+        yield srv
+
+
+with warnings.catch_warnings():  # aiohttp 3.14 deprecates BasicAuth; fsspec users pass it
+    warnings.simplefilter("ignore", DeprecationWarning)
+    READER = aiohttp.BasicAuth("reader", "auth-3")
+CALLER = {"headers": {"X-Api-Key": "key-1", "Cookie": "sid=cookie-2", "X-Project": "p"},
+          "auth": READER, "cookies": {"session": "jar-4"},
+          "client_kwargs": {"headers": {"X-Session-Header": "session-5"}}}
+CALLER_HEADERS = ("X-Api-Key", "Cookie", "X-Project", "Authorization", "X-Session-Header")
+
+
+def sent_headers(srv: MediaServer, marker: str) -> list[dict[str, str]]:
+    return [h for path, h in srv.request_log if marker in path]
+
+
+def test_caller_headers_stay_with_the_first_origin(server, other):
+    marker = uuid.uuid4().hex
+    url = goto(server, other.url_for(f"fault/headers/{marker}"), marker)
+    assert fetch_one(url, quick(storage_options=CALLER)).ok
+    (first,) = sent_headers(server, marker)
+    assert all(name in first for name in CALLER_HEADERS), first
+    (hop,) = sent_headers(other, marker)
+    assert not [name for name in CALLER_HEADERS if name in hop], hop
+    assert "idigdask" in hop["User-Agent"]  # the fetcher's own headers stay
+
+
+def test_caller_headers_follow_a_same_origin_redirect(server):
+    marker = uuid.uuid4().hex
+    url = goto(server, f"/fault/headers/{marker}", code=307)
+    assert fetch_one(url, quick(storage_options=CALLER)).ok
+    (hop,) = sent_headers(server, marker)
+    assert all(name in hop for name in CALLER_HEADERS), hop
+
+
+def test_caller_headers_do_not_come_back_after_leaving(server, other):
+    marker = uuid.uuid4().hex
+    url = goto(server, goto(other, server.url_for(f"fault/headers/{marker}")))
+    assert fetch_one(url, quick(storage_options=CALLER)).ok
+    (hop,) = sent_headers(server, marker)
+    assert not [name for name in CALLER_HEADERS if name in hop], hop
+
+
+def test_https_to_http_on_the_same_host_is_another_origin():
+    from idigdask.fetch import _identity, _origin
+
+    assert _origin(yarl.URL("https://h/a")) != _origin(yarl.URL("http://h/a"))
+    assert _origin(yarl.URL("http://h/a")) == _origin(yarl.URL("http://u:p@H:80/b"))
+    assert _origin(yarl.URL("http://h/a")) != _origin(yarl.URL("http://h:8080/a"))
+    identity = _identity({"headers": {"A": "1"}, "cookies": {"c": "1"}}, {"headers": {"A": "2"}})
+    assert identity == {"headers": {"A": "2"}, "cookies": {"c": "1"}}
 
 
 # --------------------------------------------------------------------- what comes back

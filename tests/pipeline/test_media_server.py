@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -156,3 +157,38 @@ def test_binds_loopback_only(tmp_path):
     with MediaServer(tmp_path) as srv:
         assert srv.url.startswith("http://127.0.0.1:")
         assert srv._httpd.server_address[0] == "127.0.0.1"
+
+
+def test_goto_redirects_anywhere_with_the_code_asked(server):
+    response, _, _ = get(server, "/fault/goto/307?to=http%3A%2F%2F127.0.0.2%3A9%2Fa.jpg")
+    assert response.status == 307 and response.getheader("Location") == "http://127.0.0.2:9/a.jpg"
+    response, _, _ = get(server, "/fault/goto/301?to=/a.jpg")
+    assert response.status == 301 and response.getheader("Location") == "/a.jpg"
+    assert get(server, "/fault/goto/200?to=/a.jpg")[0].status == 400
+    assert get(server, "/fault/goto/302")[0].status == 400  # no target
+
+
+def test_headers_route_echoes_the_request(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/fault/headers/x", headers={"X-Api-Key": "k1"})
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())["X-Api-Key"] == "k1"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "::1"])
+def test_other_loopback_addresses_are_other_hosts(tmp_path, host):
+    (tmp_path / "a.jpg").write_bytes(BODY)
+    with MediaServer(tmp_path, host=host) as srv:
+        assert srv.url == (f"http://[{host}]:{srv.port}" if ":" in host
+                           else f"http://{host}:{srv.port}")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as sock:
+            sock.settimeout(5)
+            sock.connect((host, srv.port))
+            sock.sendall(b"GET /a.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(BODY)
+    with pytest.raises(ValueError):
+        MediaServer(tmp_path, host="192.0.2.1")

@@ -184,12 +184,15 @@ def test_search_results_may_not_list_local_files(kind, search_api, tmp_path, das
 
 
 # -------------------------------------------------------------------------- credentials
-SECRETS = ("s3cr3t-pass", "deadbeefsig0123", "AKIASECRETCRED", "tok-secret-value")
+SECRETS = ("s3cr3t-pass", "deadbeefsig0123", "AKIASECRETCRED", "tok-secret-value",
+           "apikey-secret-1", "jwt-secret-2", "session-secret-3", "pwd-secret-4")
 
 
 def secret_urls(server: MediaServer) -> list[str]:
     base = server.url                                    # http://127.0.0.1:PORT
-    with_user = base.replace("http://", "http://reader:s3cr3t-pass@")
+    # a password holding "@": the user information ends at the last "@" before the host
+    with_user = base.replace("http://", "http://reader:p@s3cr3t-pass@")
+    named = "api-key=apikey-secret-1&jwt=jwt-secret-2&session=session-secret-3&pwd=pwd-secret-4"
     signed = ("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIASECRETCRED%2F20260101"
               "%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20260101T000000Z"
               "&X-Amz-Expires=900&X-Amz-Signature=deadbeefsig0123")
@@ -199,7 +202,7 @@ def secret_urls(server: MediaServer) -> list[str]:
         f"{with_user}/fault/status/404/a.jpg",                    # http_404
         f"{base}/fault/status/403/b.jpg?{signed}",                # http_403
         f"{with_user}/fault/hang/c.jpg?{signed}",                 # timeout
-        f"{base}/fault/html/d.jpg?token=tok-secret-value",        # not_an_image
+        f"{base}/fault/html/d.jpg?token=tok-secret-value&{named}",  # not_an_image
         f"{base}/fault/loop/e.jpg?{signed}",                      # redirect_loop
         "http://reader:s3cr3t-pass@127.0.0.1:9/f.jpg",            # connection refused
     ]

@@ -1,0 +1,77 @@
+"""idigdask's settings in dask.config, under the ``idigdask`` key.
+
+The defaults live in ``idigdask.yaml`` next to this module and are registered with
+:func:`dask.config.update_defaults` when this module is imported, as dask-jobqueue and
+distributed do. So, from the lowest to the highest priority, a setting comes from that
+file, from a YAML file in dask's configuration folders (``~/.config/dask/idigdask.yaml``
+or ``$DASK_CONFIG``), from an environment variable
+(``DASK_IDIGDASK__FETCH__ALLOW_PRIVATE=true``), from :func:`dask.config.set`, and last
+from the keyword argument of a call. Unlike dask-jobqueue, nothing is written to the
+user's configuration folder.
+
+``import idigdask`` does not import this module (nor dask); the options that read a
+setting import it when their default is first needed.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import dask.config
+import yaml
+
+from .errors import UserError
+
+__all__ = ["DEFAULTS_FILE", "get", "get_bool", "get_list"]
+
+#: The file of defaults, shipped as package data.
+DEFAULTS_FILE = pathlib.Path(__file__).with_name("idigdask.yaml")
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0", ""}
+
+
+def _register() -> None:
+    with DEFAULTS_FILE.open(encoding="utf-8") as f:
+        dask.config.update_defaults(yaml.safe_load(f))
+
+
+_register()
+
+
+def get(key: str) -> Any:
+    """The setting ``idigdask.<key>``, e.g. ``get("fetch.allow-private")``.
+
+    Raises
+    ------
+    UserError
+        For a key that idigdask does not know.
+    """
+    try:
+        return dask.config.get(f"idigdask.{key}")
+    except KeyError:
+        raise UserError(f"unknown idigdask setting idigdask.{key}") from None
+
+
+def get_bool(key: str) -> bool:
+    """A yes/no setting; strings such as ``"true"`` or ``"0"`` are understood."""
+    value = get(key)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if value is not None else ""
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise UserError(f"setting idigdask.{key} must be true or false, not {value!r}")
+
+
+def get_list(key: str) -> tuple[str, ...]:
+    """A list setting; one string is split at commas."""
+    value = get(key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, (list, tuple)):
+        return tuple(str(part) for part in value)
+    raise UserError(f"setting idigdask.{key} must be a list, not {value!r}")
