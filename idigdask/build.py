@@ -261,6 +261,56 @@ class _Dedup:
             self.near.add(phash_int(phash), uuid)
 
 
+def place_wave(ledger: pd.DataFrame, batch_of: np.ndarray, n_images: int,
+               dedup: _Dedup | None, keep_duplicates: bool) -> list[tuple[int, int]]:
+    """Decide each ``ok`` row of a wave: a duplicate, or the next image of the store.
+
+    Rows are taken in catalog order, so positions depend only on the catalog and on
+    what is committed. ``ledger`` (the wave's rows, ``pixel_index`` into its batch's
+    pixels, ``batch_of`` its batch) gains ``duplicate_of`` and ``image_index``; a
+    duplicate row becomes ``duplicate`` unless ``keep_duplicates``; ``dedup`` (None:
+    no search) learns the images placed.
+
+    Returns
+    -------
+    list of (int, int)
+        (batch, pixel index) of each new image, in store order from ``n_images``.
+    """
+    ledger["duplicate_of"] = None
+    image_index = np.full(len(ledger), -1, dtype="int64")
+    selection: list[tuple[int, int]] = []
+    for i in np.flatnonzero(ledger["status"].to_numpy() == "ok"):
+        sha, ph, uuid = ledger.at[i, "sha256"], ledger.at[i, "phash"], ledger.at[i, "media_uuid"]
+        found = dedup.find(sha, ph) if dedup is not None else None
+        if found is not None:
+            ledger.at[i, "duplicate_of"] = found[0]
+            if not keep_duplicates:
+                ledger.at[i, "status"] = "duplicate"
+                ledger.at[i, "reason"] = found[1]
+                ledger.at[i, "message"] = f"{found[1]} duplicate of {found[0]}"
+                continue
+        if dedup is not None:
+            dedup.add(sha, ph, uuid)
+        image_index[i] = n_images + len(selection)
+        selection.append((int(batch_of[i]), int(ledger.at[i, "pixel_index"])))
+    ledger["image_index"] = image_index
+    return selection
+
+
+def chunk_segments(start: int, count: int, chunk: int) -> list[tuple[int, int]]:
+    """Cut images ``start .. start + count`` at chunk boundaries.
+
+    Returns ``(begin, end)`` offsets from ``start``: each segment lies in one chunk,
+    so the tasks that write them never write one chunk at once.
+    """
+    segments, pos = [], 0
+    while pos < count:
+        end = min(count, ((start + pos) // chunk + 1) * chunk - start)
+        segments.append((pos, end))
+        pos = end
+    return segments
+
+
 def _row_keys(part: pd.DataFrame, seen: dict[str, int]) -> list[str]:
     """Ledger keys of a partition's rows, by content (see :func:`idigdask.store.row_key`).
 
@@ -342,23 +392,8 @@ class _Builder:
                                     for f in futures])
         ledger = pd.concat(metas, ignore_index=True)
         batch_of = np.repeat(np.arange(len(metas)), [len(m) for m in metas])
-        ledger["duplicate_of"] = None
-        image_index = np.full(len(ledger), -1, dtype="int64")
-        selection: list[tuple[int, int]] = []
-        for i in np.flatnonzero(ledger["status"].to_numpy() == "ok"):
-            sha, ph, uuid = ledger.at[i, "sha256"], ledger.at[i, "phash"], ledger.at[i, "media_uuid"]
-            found = self.dedup.find(sha, ph) if self.dedup_enabled else None
-            if found is not None:
-                ledger.at[i, "duplicate_of"] = found[0]
-                if not self.keep_duplicates:
-                    ledger.at[i, "status"] = "duplicate"
-                    ledger.at[i, "reason"] = found[1]
-                    ledger.at[i, "message"] = f"{found[1]} duplicate of {found[0]}"
-                    continue
-            self.dedup.add(sha, ph, uuid)
-            image_index[i] = self.n_images + len(selection)
-            selection.append((int(batch_of[i]), int(ledger.at[i, "pixel_index"])))
-        ledger["image_index"] = image_index
+        selection = place_wave(ledger, batch_of, self.n_images,
+                               self.dedup if self.dedup_enabled else None, self.keep_duplicates)
         ledger["row_key"] = rows["_row_key"].to_numpy()
         ledger["catalog_row"] = rows["_catalog_row"].to_numpy()
         ledger["run"], ledger["wave"] = self.run, self.wave
@@ -407,22 +442,19 @@ class _Builder:
             return []
         start, k = self.n_images, len(selection)
         self.store.resize(start + k)
-        chunk = self.chunk_size
-        writes, pos = [], 0
-        while pos < k:
+        writes = []
+        for pos, end in chunk_segments(start, k, self.chunk_size):
             # one task per chunk-aligned segment, so no two tasks write one chunk at once;
             # a segment that completes a chunk begun by the previous wave waits for it
-            end = min(k, ((start + pos) // chunk + 1) * chunk - start)
             seg = selection[pos:end]
             used = sorted({b for b, _ in seg})
             remap = {b: n for n, b in enumerate(used)}
-            if pos == 0 and start % chunk and self.last_write is not None:
+            if pos == 0 and start % self.chunk_size and self.last_write is not None:
                 wait(self.last_write)
             writes.append(self.client.submit(
                 _write_segment, self.store.url, self.store.storage_options, start + pos,
                 [(remap[b], p) for b, p in seg], *[futures[b] for b in used],
                 pure=False, priority=10))
-            pos = end
         self.last_write = writes[-1]
         ok = ledger["image_index"].to_numpy() >= 0
         chosen = rows.iloc[np.flatnonzero(ok)]
