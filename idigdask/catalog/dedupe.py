@@ -35,9 +35,9 @@ def partition_hashes(ids: pd.Series) -> np.ndarray:
 
 def first_partitions(per_partition: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Hashes found in more than one partition, sorted, with the first partition of each."""
-    if not per_partition:
+    hashes = np.concatenate(per_partition) if per_partition else np.array([], np.uint64)
+    if not len(hashes):  # no partition has an id
         return np.array([], np.uint64), np.array([], np.int64)
-    hashes = np.concatenate(per_partition)
     parts = np.concatenate([np.full(len(h), i, np.int64) for i, h in enumerate(per_partition)])
     order = np.lexsort((parts, hashes))
     hashes, parts = hashes[order], parts[order]

@@ -102,6 +102,15 @@ def test_reduction_finds_first_partition_of_each_repeated_hash():
     assert by_hash == {int(h["a"]): 0, int(h["b"]): 0, int(h["d"]): 2}
 
 
+def test_a_catalog_without_any_id_or_uri(tmp_path):
+    path = tmp_path / "noid.csv"
+    path.write_text("url,x\n,1\n,2\n")
+    frame = read_catalog(str(path), url_column="url").compute()
+    assert frame["excluded"].tolist() == ["no_uri", "no_uri"]
+    empty = [partition_hashes(pd.Series([None], dtype="string[pyarrow]"))] * 2
+    assert [len(a) for a in first_partitions(empty)] == [0, 0]
+
+
 @pytest.mark.parametrize("media_type", ["sounds", None])
 def test_media_type_choice(tmp_path, media_type):
     rows = [guoda_row("s", "http://a.org/s.mp3", mediatype="sounds"), guoda_row("i", "http://a.org/i.jpg")]
