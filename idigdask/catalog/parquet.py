@@ -106,7 +106,24 @@ def plan(fs, files: Sequence[str], columns: Sequence[str], blocksize: int) -> tu
 
 
 def read_table(fs, part: ParquetPart, columns: Sequence[str]):
-    """Read one partition's columns (dotted names select struct fields) as an arrow table."""
+    """Read one partition's columns (dotted names select struct fields) as an arrow table.
+
+    A file whose footer read but whose pages are damaged is the catalog's fault: one
+    :class:`~idigdask.errors.UserError` line, never pyarrow's traceback.
+    """
+    import pyarrow as pa
+
+    from ..fetch import redact
+
+    try:
+        return _read_table(fs, part, columns)
+    except (OSError, pa.ArrowException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{redact(part.path)}: row groups {list(part.row_groups)} cannot be "
+                        f"read ({type(exc).__name__}: {redact(first)})") from None
+
+
+def _read_table(fs, part: ParquetPart, columns: Sequence[str]):
     import pyarrow as pa
 
     pf = open_file(fs, part.path, streaming=part.rows is not None)

@@ -135,3 +135,18 @@ def test_empty_dump_is_a_user_error(tmp_path):
     path = write_guoda(tmp_path / "empty.parquet", [])
     with pytest.raises(UserError, match="empty"):
         read_catalog(str(path))
+
+
+def test_damaged_pages_are_one_user_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+
+    path = tmp_path / "damaged.parquet"
+    pq.write_table(pa.table({"accessuri": [f"http://h/{i}.jpg" for i in range(2000)],
+                             "uuid": [f"u{i}" for i in range(2000)]}), path, row_group_size=200)
+    data = bytearray(path.read_bytes())
+    data[300:4000] = bytes(3700)                     # the footer reads, the pages do not
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="cannot be read"):
+        read_catalog(str(path)).compute()
