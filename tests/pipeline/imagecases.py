@@ -40,6 +40,8 @@ class Expected:
         Pillow's format name (successes only).
     quadrants : bool
         Whether the picture is :func:`quadrants` (colour checks apply).
+    warnings : tuple of str
+        The warnings a success carries (sorted).
     """
 
     reason: str | None = None
@@ -47,6 +49,7 @@ class Expected:
     height: int = HEIGHT
     format: str = ""
     quadrants: bool = True
+    warnings: tuple[str, ...] = ()
 
 
 EXPECTED: dict[str, Expected] = {
@@ -66,6 +69,17 @@ EXPECTED: dict[str, Expected] = {
     "animated.gif": Expected(format="GIF"),
     "lossless.webp": Expected(format="WEBP"),
     "plain.bmp": Expected(format="BMP"),
+    "tiff_orientation_6.tiff": Expected(format="TIFF"),
+    "tiff_lzw_orientation_8.tiff": Expected(format="TIFF"),
+    "tiff_jpeg_orientation_5.tiff": Expected(format="TIFF"),
+    "junk_before_marker.jpg": Expected(format="JPEG", warnings=("jpeg_extraneous_bytes",)),
+    "icc_after_sof.jpg": Expected(format="JPEG", warnings=("jpeg_bad_icc",)),
+    "truncated_app14.jpg": Expected(format="JPEG", warnings=("jpeg_bad_app14", "jpeg_extraneous_bytes")),
+    "short_app1_length.jpg": Expected(format="JPEG", warnings=("jpeg_extraneous_bytes",)),
+    "junk_header_truncated.jpg": Expected(reason="truncated"),
+    "junk_header_corrupt_scan.jpg": Expected(reason="corrupt"),
+    "broken_zlib.png": Expected(reason="corrupt"),
+    "broken_apng.png": Expected(reason="corrupt"),
     "truncated.jpg": Expected(reason="truncated"),
     "no_end_marker.jpg": Expected(reason="truncated"),
     "truncated.png": Expected(reason="truncated"),
@@ -100,6 +114,97 @@ def _with_orientation(upright: Image.Image, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return _save(stored, "JPEG", quality=95, exif=exif.tobytes())
+
+
+#: What each EXIF/TIFF orientation does to the stored picture to display it (Pillow's
+#: ``exif_transpose``); the stored picture is the inverse of it applied to the upright one.
+_STORE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def stored_for_orientation(upright: Image.Image, orientation: int) -> Image.Image:
+    """The raster to store so that applying ``orientation`` (1-8) displays ``upright``."""
+    return upright.transpose(_STORE[orientation]) if orientation in _STORE else upright.copy()
+
+
+def oriented_file(upright: Image.Image, orientation: int, fmt: str, **params) -> bytes:
+    """``upright`` stored as ``fmt`` with its orientation tag (EXIF, or TIFF's own tag)."""
+    stored = stored_for_orientation(upright, orientation)
+    if fmt == "TIFF":
+        return _save(stored, "TIFF", tiffinfo={0x0112: orientation}, **params)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _save(stored, fmt, exif=exif.tobytes(), **params)
+
+
+# --------------------------------------------------------------------------- damaged files
+
+
+def jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """``(marker, start, end)`` of each header segment of a well-formed JPEG, up to SOS."""
+    out, i = [], 2
+    while data[i + 1] != 0xDA:
+        end = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        out.append((data[i + 1], i, end))
+        i = end
+    out.append((0xDA, i, i + 2 + int.from_bytes(data[i + 2:i + 4], "big")))
+    return out
+
+
+def jpeg_insert(data: bytes, marker: int, extra: bytes, *, after: bool = False) -> bytes:
+    """Insert ``extra`` bytes before (or after) the first segment with ``marker``."""
+    _, start, end = next(seg for seg in jpeg_segments(data) if seg[0] == marker)
+    at = end if after else start
+    return data[:at] + extra + data[at:]
+
+
+def jpeg_drop(data: bytes, marker: int) -> bytes:
+    """Remove every header segment with ``marker`` (e.g. 0xE0, the JFIF APP0)."""
+    for _, start, end in reversed([seg for seg in jpeg_segments(data) if seg[0] == marker]):
+        data = data[:start] + data[end:]
+    return data
+
+
+def segment(marker: int, body: bytes, length: int | None = None) -> bytes:
+    """A JPEG segment; ``length`` overrides the true length field (len(body) + 2)."""
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2 if length is None else length) + body
+
+
+#: Pillow's own corpus holds files like these: an ICC segment, numbered 1 of 1, repeated
+#: after the frame header; an Adobe APP14 one byte short; junk before a table.
+ICC_1_OF_1 = segment(0xE2, b"ICC_PROFILE\x00\x01\x01profile")
+SHORT_APP14 = segment(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00", length=13) + b"\x00"
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """``(type, body)`` of every chunk of a PNG."""
+    out, i = [], 8
+    while i < len(data):
+        length = int.from_bytes(data[i:i + 4], "big")
+        out.append((data[i + 4:i + 8], data[i + 8:i + 8 + length]))
+        i += 12 + length
+    return out
+
+
+def png_build(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """A PNG of these chunks, each with its correct CRC."""
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        for kind, body in chunks)
+
+
+def break_idat(data: bytes) -> bytes:
+    """Zero the second half of every IDAT chunk and fix the CRCs: the CRC check passes,
+    the deflate stream does not."""
+    return png_build([(k, b[:len(b) // 2] + bytes(len(b) - len(b) // 2) if k == b"IDAT" else b)
+                      for k, b in png_chunks(data)])
 
 
 def _bomb_png(width: int = 30000, height: int = 30000) -> bytes:
@@ -166,6 +271,26 @@ def sixteen_bit_ramp() -> np.ndarray:
     return np.tile(np.linspace(0, 65535, 256).round().astype(np.uint16), (64, 1))
 
 
+def scale_high_depth_reference(arr: np.ndarray, mode: str) -> np.ndarray:
+    """The documented 8-bit scaling of a 16-bit, 32-bit or float image, on the whole
+    array in float64: 16-bit samples by 255/65535; floats in [0, 1] by 255; samples
+    already in 0-255 as they are; 32-bit ints in 0-65535 by 255/65535; any other range
+    stretched from its minimum to its maximum (NaN and infinities count as 0)."""
+    if mode.startswith("I;16"):
+        return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    values = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode == "F" and lo >= 0.0 and hi <= 1.0:
+        scaled = values * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        scaled = values
+    elif mode == "I" and lo >= 0.0 and hi <= 65535.0:
+        scaled = values * (255.0 / 65535.0)
+    else:
+        scaled = (values - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
 def build_cases() -> dict[str, bytes]:
     """The bytes of every case, keyed by file name (see :data:`EXPECTED`)."""
     quad = Image.fromarray(quadrants())
@@ -200,12 +325,34 @@ def build_cases() -> dict[str, bytes]:
         "random_bytes.bin": np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
         "bomb.png": _bomb_png(),
     }
+    cases.update(_hardening_cases(quad, baseline))
     noisy = Image.fromarray(np.random.default_rng(4).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8))
     png = _save(noisy, "PNG")
     cases["truncated.png"] = png[: len(png) // 2]
     cases["corrupt_middle.png"] = _corrupt_middle(png, b"\x5a")
     assert set(cases) == set(EXPECTED)
     return cases
+
+
+def _hardening_cases(quad: Image.Image, baseline: bytes) -> dict[str, bytes]:
+    """Files that once decoded wrongly: oriented TIFFs, JPEG header junk, broken deflate."""
+    noisy = Image.fromarray(np.random.default_rng(5).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8))
+    junk = jpeg_insert(baseline, 0xDB, b"\x00junk")
+    apng = _save(noisy, "PNG", save_all=True, append_images=[Image.new("RGB", noisy.size, BLUE)])
+    app1 = segment(0xE1, b"Exif\x00\x00" + b"\x11" * 120, length=40)  # the length ends inside the body
+    return {
+        "tiff_orientation_6.tiff": oriented_file(quad, 6, "TIFF"),
+        "tiff_lzw_orientation_8.tiff": oriented_file(quad, 8, "TIFF", compression="tiff_lzw"),
+        "tiff_jpeg_orientation_5.tiff": oriented_file(quad, 5, "TIFF", compression="jpeg"),
+        "junk_before_marker.jpg": junk,
+        "icc_after_sof.jpg": jpeg_insert(jpeg_insert(baseline, 0xDB, ICC_1_OF_1), 0xC0, ICC_1_OF_1, after=True),
+        "truncated_app14.jpg": jpeg_insert(baseline, 0xDB, SHORT_APP14),
+        "short_app1_length.jpg": jpeg_insert(baseline, 0xDB, app1),
+        "junk_header_truncated.jpg": junk[: len(junk) * 2 // 3] + b"\xff\xd9",
+        "junk_header_corrupt_scan.jpg": _corrupt_middle(junk),
+        "broken_zlib.png": break_idat(_save(noisy, "PNG")),
+        "broken_apng.png": break_idat(apng),
+    }
 
 
 def write_cases(folder: str | Path) -> dict[str, Path]:

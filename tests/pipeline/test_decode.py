@@ -1,4 +1,8 @@
-"""Decoding and resizing: every image case, the resize modes, and the reduced JPEG decode."""
+"""Decoding and resizing: every image case, the resize modes, and the reduced JPEG decode.
+
+The defects of issue 10 (orientation, JPEG header junk, load errors, memory) have their
+own module, ``test_decode_hardening.py``.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ def test_good_case_decodes_to_square_rgb(cases, name):
     assert out.pixels.dtype == np.uint8
     assert (out.source_width, out.source_height) == (expected.width, expected.height)
     assert out.format == expected.format
+    assert out.warnings == expected.warnings
 
 
 @pytest.mark.parametrize("name", BAD_CASES)
