@@ -549,6 +549,7 @@ def build_dataset(
     keep_duplicates: bool = False,
     retry_failed: bool = True,
     allow_local: bool | None = None,
+    allow_private: bool | None = None,
     client: "Client | None" = None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -601,6 +602,10 @@ def build_dataset(
     allow_local : bool, optional
         Fetch local files (``file://``, paths, ``memory://``). Default: only when the
         catalog itself is local or an in-memory DataFrame.
+    allow_private : bool, optional
+        Fetch media from loopback, link-local and private addresses too (a Ceph gateway
+        on a private network). Default: the dask config ``idigdask.fetch.allow-private``
+        (false), see :class:`~idigdask.fetch.FetchOptions`.
     client, scheduler, n_workers, n_threads
         Where to run, see :func:`idigdask.get_client`.
     progress : bool, optional
@@ -629,7 +634,8 @@ def build_dataset(
         timeout=timeout, retries=retries, concurrency=concurrency, per_host=per_host,
         max_bytes=max_bytes,
         storage_options=media_storage_options if media_storage_options is not None
-        else storage_options)
+        else storage_options,
+        **({} if allow_private is None else {"allow_private": allow_private}))
     options = BuildOptions(size=size, resize_mode=resize_mode, pad_color=tuple(pad_color),
                            max_pixels=max_pixels, verify_hashes=verify_hashes,
                            allow_local=local_catalog if allow_local is None else allow_local,

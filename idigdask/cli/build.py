@@ -56,6 +56,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="on resume, do not fetch rows that failed before")
     p.add_argument("--allow-local", action="store_true",
                    help="fetch local files even when the catalog is remote")
+    p.add_argument("--allow-private", action="store_true",
+                   help="fetch media from loopback and private network addresses too")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="join this Dask scheduler instead of starting a LocalCluster")
     p.add_argument("--workers", type=int, default=None,
@@ -86,7 +88,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         max_pixels=args.max_pixels, verify_hashes=not args.no_verify_hashes,
         dedup=not args.no_dedup, phash_distance=args.phash_distance,
         keep_duplicates=args.keep_duplicates, retry_failed=not args.no_retry_failed,
-        allow_local=True if args.allow_local else None, scheduler=args.scheduler,
+        allow_local=True if args.allow_local else None,
+        allow_private=True if args.allow_private else None, scheduler=args.scheduler,
         n_workers=args.workers, n_threads=args.threads,
         progress=False if args.no_progress else None,
     )

@@ -23,22 +23,31 @@ def register(sub) -> argparse.ArgumentParser:
                    help="catalog rows fetched and scored by one task (64)")
     p.add_argument("--allow-local", action="store_true",
                    help="fetch local files even when the catalog is remote")
+    p.add_argument("--allow-private", action="store_true",
+                   help="fetch media from loopback and private network addresses too")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="join this Dask scheduler instead of starting a LocalCluster")
     return p
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from ..fetch import FetchOptions
     from ..predict import predict
 
+    storage_options = storage_options_arg(args.storage_options)
+    build_options: dict[str, Any] = {}
+    if args.allow_local:
+        build_options["allow_local"] = True
+    if args.allow_private:
+        build_options["fetch"] = FetchOptions(storage_options=storage_options, allow_private=True)
     table = predict(args.model_dir, args.source, out=args.output,
-                    storage_options=storage_options_arg(args.storage_options),
+                    storage_options=storage_options,
                     scheduler=args.scheduler, batch_size=args.batch_size,
                     chunks_per_task=args.chunks_per_task,
                     catalog_batch_size=args.catalog_batch_size,
                     source_format=args.source_format, url_column=args.url_column,
                     id_column=args.id_column, label_column=args.label_column,
-                    build_options={"allow_local": True} if args.allow_local else None)
+                    build_options=build_options or None)
     predicted = table.loc[table["status"] == "ok", "predicted"].astype(str).value_counts()
     return {
         "output": args.output, "images": len(table),

@@ -333,3 +333,37 @@ def test_a_build_records_the_refusal_in_the_ledger(tmp_path, refused, dask_clien
     assert list(ledger["reason"]) == ["private_address"] * 3
     assert set(ledger["status"]) == {"failed"} and result.counts.get("ok", 0) == 0
     assert "k3y-value" not in json.dumps(ledger.astype(str).to_dict())
+
+
+def test_build_and_cli_opt_in(tmp_path, refused, dask_client, no_opt_in):
+    """``allow_private=True`` and ``--allow-private`` let a build reach the loopback server."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from frames import catalog_frame
+
+    from idigdask.synthetic import make_sheets
+
+    folder = make_sheets(tmp_path / "sheets", n=1, size=(120, 160), seed=3).folder
+    sheet = next((Path(folder) / "images").glob("*.jpg"))
+    Path(refused.root, "real.jpg").write_bytes(sheet.read_bytes())
+    url = refused.url_for("real.jpg")
+    store = str(tmp_path / "opt-in.zarr")
+    result = idigdask.build_dataset(catalog_frame([url]), store, client=dask_client, size=32,
+                                    allow_private=True, progress=False)
+    assert result.counts["status"]["ok"] == 1, idigdask.read_ledger(store)["message"].tolist()
+
+    catalog = tmp_path / "urls.csv"
+    catalog.write_text(f"url\n{url}\n")
+    env = {k: v for k, v in os.environ.items() if k != "DASK_IDIGDASK__FETCH__ALLOW_PRIVATE"}
+    idigdask_cli = str(Path(sys.executable).parent / "idigdask")
+    for flags, status in (([], "failed"), (["--allow-private"], "ok")):
+        out = tmp_path / f"cli{len(flags)}.zarr"
+        done = subprocess.run([idigdask_cli, "build", str(catalog), "-o", str(out), "--size", "32",
+                               "--retries", "0", "--json", *flags],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout)
+        assert summary["status"][status] == 1, flags
+        assert status == "ok" or summary["reasons"] == {"failed: private_address": 1}
