@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .decode import decode_image
+from .decode import DEFAULT_MAX_DECODE_BYTES, decode_image
 from .errors import MediaError, UserError
 from .fetch import FetchOptions, classify_scheme, iter_fetch, redact
 from .hashing import NearDuplicateIndex, phash_hex, phash_int, sha256_hex, verify_hash
-from .store import (KEY_VERSION, LEDGER_COLUMNS, ImageStore, _read_parts, channel_stats,
+from .store import (FORMAT_VERSION, LEDGER_COLUMNS, ImageStore, _read_parts, channel_stats,
                     ledger_counts, read_ledger, row_keys, stats_of_histogram)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,6 +58,9 @@ class BuildOptions:
         RGB colour of the letterbox.
     max_pixels : int
         Decompression-bomb limit: images with more pixels are refused.
+    max_decode_bytes : int
+        Memory one decode may take, estimated from the header; larger images are
+        refused (``too_large``) before they are decoded.
     verify_hashes : bool
         Check ``hash_value`` where the record gives one; a mismatch fails the row.
     allow_local : bool
@@ -70,6 +73,7 @@ class BuildOptions:
     resize_mode: str = "pad"
     pad_color: tuple[int, int, int] = (255, 255, 255)
     max_pixels: int = 200_000_000
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
     verify_hashes: bool = True
     allow_local: bool = False
     fetch: FetchOptions = field(default_factory=FetchOptions)
@@ -179,7 +183,8 @@ def process_batch(rows: pd.DataFrame, options: BuildOptions) -> BatchResult:
                                  f"bytes is not the record's {_text(hash_values[i])}")
             decoded = decode_image(data, size, resize_mode=options.resize_mode,
                                    pad_color=options.pad_color,
-                                   max_pixels=options.max_pixels)
+                                   max_pixels=options.max_pixels,
+                                   max_decode_bytes=options.max_decode_bytes)
         except MediaError as exc:
             out["status"][i], out["reason"][i], out["message"][i] = \
                 "failed", exc.reason, redact(exc.message)
@@ -196,7 +201,7 @@ def process_batch(rows: pd.DataFrame, options: BuildOptions) -> BatchResult:
         out["phash"][i] = phash_hex(decoded.pixels)
         out["source_width"][i] = decoded.source_width
         out["source_height"][i] = decoded.source_height
-        out["warnings"][i] = "; ".join(getattr(decoded, "warnings", ())) or None
+        out["warnings"][i] = "; ".join(decoded.warnings) or None
         out["pixel_index"][i] = n_ok
         n_ok += 1
     return BatchResult(pixels=pixels[:n_ok].copy(), ledger=pd.DataFrame(out))
@@ -507,22 +512,6 @@ def _prepare_location(target: ImageStore) -> None:
     target.check_writable()
 
 
-def _rekey(target: ImageStore, committed: pd.DataFrame) -> pd.DataFrame:
-    """Key the ledger of a store built before keys were made from content.
-
-    The keys derive from the ledger's own columns, so the rewrite needs no catalog;
-    it is committed as one base part that supersedes the parts before it.
-    """
-    committed = committed.sort_values("catalog_row", kind="stable").reset_index(drop=True)
-    seen: dict[str, int] = {}
-    committed["row_key"] = row_keys([_text(u) or "" for u in committed["media_uuid"]],
-                                    [_text(u) or "" for u in committed["access_uri"]], seen)
-    target.write_ledger(committed[LEDGER_COLUMNS], target.next_run(), 0,
-                        target.pixel_histogram(), base=True)
-    target.update_attrs({"ledger_keys": KEY_VERSION})
-    return committed
-
-
 def build_dataset(
     catalog: Any,
     store: str,
@@ -543,6 +532,7 @@ def build_dataset(
     per_host: int = 8,
     max_bytes: int = 64 * 2**20,
     max_pixels: int = 200_000_000,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
     verify_hashes: bool = True,
     dedup: bool = True,
     phash_distance: int = 2,
@@ -589,8 +579,8 @@ def build_dataset(
         Batches per committed wave (default: four per worker thread).
     timeout, retries, concurrency, per_host, max_bytes
         Fetch settings, see :class:`~idigdask.fetch.FetchOptions`.
-    max_pixels : int
-        Decompression-bomb limit.
+    max_pixels, max_decode_bytes : int
+        Decompression-bomb and decode-memory limits, see :class:`BuildOptions`.
     verify_hashes : bool
         Verify ``hash_value`` of the record against the bytes.
     dedup, phash_distance, keep_duplicates
@@ -637,7 +627,8 @@ def build_dataset(
         else storage_options,
         **({} if allow_private is None else {"allow_private": allow_private}))
     options = BuildOptions(size=size, resize_mode=resize_mode, pad_color=tuple(pad_color),
-                           max_pixels=max_pixels, verify_hashes=verify_hashes,
+                           max_pixels=max_pixels, max_decode_bytes=max_decode_bytes,
+                           verify_hashes=verify_hashes,
                            allow_local=local_catalog if allow_local is None else allow_local,
                            fetch=fetch_options)
     if chunk_size < 1 or batch_size < 1:
@@ -648,6 +639,10 @@ def build_dataset(
     label_kind = _label_kind(ddf)
     if target.exists():
         attrs = target.attrs
+        if attrs.get("format_version", 1) != FORMAT_VERSION:
+            raise UserError(f"{redact(str(store))} was written by an older idigdask (store format "
+                            f"{attrs.get('format_version', 1)}, now {FORMAT_VERSION}); it can be "
+                            "read, not extended: build into a new store")
         if attrs.get("size") != size or attrs.get("resize_mode") != resize_mode:
             raise UserError(f"{redact(str(store))} was built with size {attrs.get('size')} "
                             f"and resize mode {attrs.get('resize_mode')!r}; build into a new "
@@ -655,8 +650,6 @@ def build_dataset(
         chunk_size = int(attrs.get("chunk_size", chunk_size))
         label_kind = label_kind if "label" in target.array_names() else None
         committed = read_ledger(str(store), storage_options, retired=True)
-        if attrs.get("ledger_keys") != KEY_VERSION:
-            committed = _rekey(target, committed)
     else:
         target.create(size=size, chunk_size=chunk_size, label_kind=label_kind, attrs={
             "resize_mode": resize_mode, "pad_color": list(pad_color),

@@ -57,15 +57,14 @@ LEDGER_COLUMNS = [
 ]
 #: Values of columns that parts written by older versions lack.
 _LEDGER_DEFAULTS = {"warnings": None, "retired": False}
-#: The ``ledger_keys`` attribute of stores whose keys :func:`row_keys` makes; older
-#: stores keyed rows by media uuid or position, and their keys are derived again.
-KEY_VERSION = 2
+#: The store format: the ``format_version`` attribute of the stores this version writes.
+#: Version 2 keys ledger rows by content (:func:`row_keys`) and decodes JPEGs from their
+#: exact picture box. Older stores are read as they are; a build does not add to them,
+#: since its images and keys would not be those the store's own version made.
+FORMAT_VERSION = 2
 STATUSES = ("ok", "failed", "duplicate", "excluded")
 #: Parquet metadata key of a ledger part's pixel histogram (JSON, 3 x 256 counts).
 HISTOGRAM_KEY = b"idigdask.pixel_histogram"
-#: Parquet metadata key of a part that holds the whole ledger: parts before it are read
-#: no more (a compaction, or the rewrite of an older store's keys).
-BASE_KEY = b"idigdask.ledger_base"
 
 
 def _join(store: str, *parts: str) -> str:
@@ -217,12 +216,9 @@ def _read_parts(store: str, storage_options: dict | None,
     parts = sorted(fs.glob(_join(path, "ledger", "part-*.parquet")))
     total: np.ndarray | None = np.zeros((3, 256), "int64") if histograms else None
     frames = []
-    tables = []
     for part in parts:
         with fs.open(part, "rb") as f:
-            tables.append(pq.read_table(f))
-    bases = [i for i, t in enumerate(tables) if BASE_KEY in (t.schema.metadata or {})]
-    for table in tables[bases[-1] if bases else 0:]:
+            table = pq.read_table(f)
         meta = table.schema.metadata or {}
         if total is not None:
             total = (total + np.asarray(json.loads(meta[HISTOGRAM_KEY]), "int64")
@@ -339,7 +335,7 @@ class ImageStore:
                                fill_value=fill, compressors=ZstdCodec(level=3),
                                dimension_names=("image",))
         group.create_group("ledger", attributes={"description": "idigdask build ledger"})
-        group.attrs.update({**attrs, "chunk_size": chunk_size, "ledger_keys": KEY_VERSION,
+        group.attrs.update({**attrs, "chunk_size": chunk_size, "format_version": FORMAT_VERSION,
                             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
         group.attrs.update({"size": size})
 
@@ -435,13 +431,12 @@ class ImageStore:
                 group[name][start:start + len(values)] = values
 
     def write_ledger(self, part: pd.DataFrame, run: int, wave: int,
-                     histogram: np.ndarray | None, *, base: bool = False) -> None:
+                     histogram: np.ndarray) -> None:
         """Commit one ledger part: after this, the wave's rows count as done.
 
         ``histogram`` (3 x 256 counts of the pixels the wave wrote) is committed with
-        the part, in its parquet metadata, so the two can never disagree. A ``base``
-        part holds the whole ledger: the parts before it are no longer read. The part
-        is written beside its final name, flushed, and renamed into place.
+        the part, in its parquet metadata, so the two can never disagree. The part is
+        written beside its final name, flushed, and renamed into place.
         """
         import json
 
@@ -452,12 +447,9 @@ class ImageStore:
         target = _join(path, "ledger", f"part-{run:04d}-{wave:06d}.parquet")
         tmp = target + ".tmp"
         table = pa.Table.from_pandas(part, preserve_index=False)
-        metadata = dict(table.schema.metadata or {})
-        if histogram is not None:  # None: a base part over parts that had none
-            metadata[HISTOGRAM_KEY] = json.dumps(np.asarray(histogram, "int64").tolist())
-        if base:
-            metadata[BASE_KEY] = b"1"
-        table = table.replace_schema_metadata(metadata)
+        table = table.replace_schema_metadata({
+            **(table.schema.metadata or {}),
+            HISTOGRAM_KEY: json.dumps(np.asarray(histogram, "int64").tolist())})
         with fs.open(tmp, "wb") as f:
             pq.write_table(table, f)
         if _is_local(fs):

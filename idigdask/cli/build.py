@@ -46,6 +46,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="concurrent requests per host per task (8)")
     p.add_argument("--max-bytes", type=int, default=64 * 2**20, help="byte cap per object")
     p.add_argument("--max-pixels", type=int, default=200_000_000, help="decompression-bomb limit")
+    p.add_argument("--max-decode-bytes", type=int, default=None,
+                   help="memory one decode may take, from the header (1 GiB)")
     p.add_argument("--phash-distance", type=int, default=2,
                    help="near-duplicate pHash Hamming distance; -1: byte-identical only (2)")
     p.add_argument("--keep-duplicates", action="store_true", help="store duplicates too")
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=args.batch_size, wave_batches=args.wave_batches, timeout=args.timeout, retries=args.retries,
         concurrency=args.concurrency, per_host=args.per_host, max_bytes=args.max_bytes,
         max_pixels=args.max_pixels, verify_hashes=not args.no_verify_hashes,
+        **({} if args.max_decode_bytes is None else {"max_decode_bytes": args.max_decode_bytes}),
         dedup=not args.no_dedup, phash_distance=args.phash_distance,
         keep_duplicates=args.keep_duplicates, retry_failed=not args.no_retry_failed,
         allow_local=True if args.allow_local else None,

@@ -271,20 +271,23 @@ def test_a_zarr_group_of_someone_else_is_refused(tmp_path, urls, dask_client):
     assert "temperature" in [name for name, _ in zarr.open_group(str(store), mode="r").arrays()]
 
 
-def test_a_store_keyed_by_an_older_version_resumes(tmp_path, server, urls, dask_client):
-    """Stores whose ledger keyed rows by uuid or position are rekeyed from their ledger."""
-    frame = catalog_frame(list(urls)[:4], uuids=["a", None, "c", "d"])
+def test_a_store_of_an_older_format_is_read_not_extended(tmp_path, server, urls, dask_client):
+    """A store whose keys and pixels an older version made: read as it is, resume refused."""
+    frame = catalog_frame(list(urls)[:3], uuids=["a", None, "c"])
     store = tmp_path / "old.zarr"
     build_dataset(frame, str(store), size=SIZE, client=dask_client)
-    for part in (store / "ledger").glob("part-*.parquet"):     # keys as they were written
+    for part in (store / "ledger").glob("part-*.parquet"):     # as version 1 wrote them
         old = pd.read_parquet(part)
         old["row_key"] = [u if u else f"row#{r}" for u, r in zip(old["media_uuid"], old["catalog_row"])]
         old.drop(columns=["warnings", "retired"]).to_parquet(part, index=False)
-    attrs = json.loads((store / "zarr.json").read_text())
-    del attrs["attributes"]["ledger_keys"]
-    (store / "zarr.json").write_text(json.dumps(attrs))
+    meta = json.loads((store / "zarr.json").read_text())
+    del meta["attributes"]["format_version"]
+    (store / "zarr.json").write_text(json.dumps(meta))
+
+    ledger = idigdask.read_ledger(str(store))
+    assert len(ledger) == 3 and not ledger["retired"].any() and ledger["warnings"].isna().all()
+    assert idigdask.open_dataset(str(store)).sizes["image"] == 3
     seen = dict(server.requests)
-    build_dataset(frame, str(store), size=SIZE, client=dask_client)
-    assert dict(server.requests) == seen                     # nothing fetched again
-    assert_accounts_for(str(store), frame)
-    assert idigdask.open_dataset(str(store)).attrs["ledger_keys"] == 2
+    with pytest.raises(UserError, match="older idigdask .store format 1, now 2.*new store"):
+        build_dataset(frame, str(store), size=SIZE, client=dask_client)
+    assert dict(server.requests) == seen
