@@ -264,7 +264,8 @@ class Comparison:
     def _run_idigdask(self, urls_csv: str, out: Path, local: bool) -> ToolRun:
         cmd = [sys.executable, "-m", "idigdask", "build", urls_csv, "-o", str(out),
                "--size", str(OUTPUT_SIZE), "--resize-mode", "pad", "--url-column", "url",
-               "--threads", str(self.args.workers), "--no-progress", "--json"]
+               "--threads", str(self.args.workers), "--no-progress", "--json",
+               "--allow-private"]  # the media server is on 127.0.0.1
         if local:
             cmd.append("--allow-local")
         seconds, code, stdout, stderr, peak = _monitored(cmd)
@@ -545,7 +546,7 @@ def memory_scaling(cmp: Comparison, served) -> dict:
         store = cmp.work / f"scaling-{n}.zarr"
         cmd = [sys.executable, "-m", "idigdask", "build", csv, "-o", str(store), "--size",
                str(OUTPUT_SIZE), "--url-column", "url", "--threads", str(cmp.args.workers),
-               "--no-progress", "--json"]
+               "--no-progress", "--json", "--allow-private"]
         seconds, code, stdout, stderr, peak = _monitored(cmd)
         shutil.rmtree(store, ignore_errors=True)
         if code != 0:

@@ -30,7 +30,8 @@ def main() -> None:
                     server.url_for(f"fault/short/{names[3]}")]          # failed: truncated
             pd.DataFrame({"url": urls}).to_csv(tmp / "urls.csv", index=False)
             result = idigdask.build_dataset(str(tmp / "urls.csv"), str(tmp / "s.zarr"),
-                                            size=64, timeout=5)
+                                            size=64, timeout=5,
+                                            allow_private=True)  # the server is on 127.0.0.1
         ledger = idigdask.read_ledger(str(tmp / "s.zarr"))
         print(ledger[["access_uri", "status", "reason", "attempts"]].to_string())
         print(result.counts)

@@ -63,7 +63,8 @@ class BuildSuite:
         store = self.tmp / f"run-{self.runs}.zarr"
         t0 = time.perf_counter()
         result = build_dataset(csv, str(store), size=self.size, client=self.client,
-                               progress=False, catalog_options={"url_column": "url"})
+                               progress=False, catalog_options={"url_column": "url"},
+                               allow_private=True)  # the media server is on 127.0.0.1
         seconds = time.perf_counter() - t0
         shutil.rmtree(store, ignore_errors=True)
         status = result.counts["status"]
