@@ -58,11 +58,15 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import MediaError, UserError
 
-__all__ = ["DEFAULT_MAX_DECODE_BYTES", "Decoded", "RESIZE_MODES", "decode_bytes", "decode_image",
-           "resize", "to_rgb"]
+__all__ = ["DEFAULT_MAX_DECODE_BYTES", "Decoded", "MAX_SIZE", "MIN_SIZE", "RESIZE_MODES",
+           "decode_bytes", "decode_image", "resize", "to_rgb"]
 
 #: How an image is fitted into the square output.
 RESIZE_MODES = ("pad", "crop", "stretch")
+#: Smallest and largest side of the square output, in pixels: the one limit of every
+#: stage that makes images (decode, build, predict).
+MIN_SIZE = 8
+MAX_SIZE = 4096
 
 #: Default memory bound of one decode, 1 GiB: every RGB or 16-bit image under the default
 #: pixel limit fits; RGBA above about 85 megapixels and crops of RGB above about 130 do not.
@@ -140,8 +144,10 @@ class Decoded(NamedTuple):
 
 
 def _check_size(size: int) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= 16384:
-        raise UserError(f"image size must be an integer between 1 and 16384, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) \
+            or not MIN_SIZE <= size <= MAX_SIZE:
+        raise UserError(f"image size must be an integer between {MIN_SIZE} and {MAX_SIZE}, "
+                        f"got {size!r}")
     return int(size)
 
 

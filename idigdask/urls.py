@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "HTTP_SCHEMES",
     "LOCAL_SCHEMES",
+    "REMOTE_SCHEMES",
     "PRIVATE_NETWORKS",
     "AddressPolicy",
     "classify_scheme",
@@ -34,7 +35,9 @@ __all__ = [
 
 #: Schemes fetched with aiohttp (and checked against the :class:`AddressPolicy`).
 HTTP_SCHEMES = ("http", "https")
-#: Schemes that read the machine's own files or memory.
+#: Schemes fetched from servers: http(s) and object stores; always allowed.
+REMOTE_SCHEMES = (*HTTP_SCHEMES, "s3")
+#: Schemes that read the machine's own files or memory (fetched only with ``allow_local``).
 LOCAL_SCHEMES = ("file", "local", "memory")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -6,10 +6,11 @@ which casts the dtypes, fills ``media_uuid`` and decides ``excluded`` for what c
 judged from the row alone. Duplicates need the whole catalog: see
 :mod:`idigdask.catalog.dedupe`.
 
-A URI is judged as the build stage will fetch it: :data:`REMOTE_SCHEMES` need a host
-(a bucket and a key for ``s3``) and a port that is a number; :data:`LOCAL_SCHEMES` need
-a ``file:///`` URI, an absolute path or ``scheme://location``, and are kept here (the
-build decides with ``allow_local``); any other scheme is excluded as
+A URI is judged as the build stage will fetch it, by the scheme rules of
+:mod:`idigdask.urls`: :data:`~idigdask.urls.REMOTE_SCHEMES` need a host (a bucket and
+a key for ``s3``) and a port that is a number; :data:`~idigdask.urls.LOCAL_SCHEMES`
+need a ``file:///`` URI, an absolute path or ``scheme://location``, and are kept here
+(the build decides with ``allow_local``); any other scheme is excluded as
 ``unsupported_scheme:<scheme>``, so that a catalog's usable count is true before any
 fetch.
 """
@@ -25,12 +26,9 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
+# the fetcher's own scheme rules, so a URI kept here is one the build will fetch
+from ..urls import LOCAL_SCHEMES, REMOTE_SCHEMES, classify_scheme
 from . import schema as S
-
-#: Schemes the build stage fetches from servers (as ``idigdask.build`` does).
-REMOTE_SCHEMES = ("http", "https", "s3")
-#: Schemes of the machine's own files and memory: kept, the build decides (allow_local).
-LOCAL_SCHEMES = ("file", "local", "memory")
 
 # A local URI needs a scheme and a location, and no whitespace or control character
 # inside (outer whitespace is stripped first: providers often leave a trailing space).
@@ -183,8 +181,6 @@ def uri_problem(uri: str) -> str | None:
     >>> uri_problem("http://[::1:bad/a.jpg"), uri_problem("ftp://example.org/a.jpg")
     ('malformed_uri', 'unsupported_scheme:ftp')
     """
-    from ..fetch import classify_scheme  # the build's own reading of a scheme
-
     scheme = classify_scheme(uri)
     if scheme in REMOTE_SCHEMES:
         return None if _remote_ok(uri, scheme) else S.MALFORMED_URI

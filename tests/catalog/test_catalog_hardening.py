@@ -185,10 +185,10 @@ def test_the_fast_path_accepts_nothing_the_full_check_refuses(uri):
 
 
 def test_the_catalog_accepts_the_schemes_the_build_fetches():
-    from idigdask import build
+    from idigdask import urls  # the scheme rules the build and the fetcher use
 
-    assert set(normalize.REMOTE_SCHEMES) == set(build.REMOTE_SCHEMES)
-    assert set(normalize.LOCAL_SCHEMES) == set(build.LOCAL_SCHEMES)
+    assert set(normalize.REMOTE_SCHEMES) == set(urls.REMOTE_SCHEMES)
+    assert set(normalize.LOCAL_SCHEMES) == set(urls.LOCAL_SCHEMES)
 
 
 def test_search_results_with_odd_uris_are_excluded_when_read():
