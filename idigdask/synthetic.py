@@ -35,7 +35,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from .errors import UserError
 
-__all__ = ["SyntheticSet", "render_sheet", "encode_jpeg", "make_sheets", "check_size"]
+__all__ = ["GUODA_COLUMNS", "SyntheticSet", "render_sheet", "encode_jpeg", "make_sheets", "check_size",
+           "write_guoda"]
 
 #: Largest width or height accepted, in pixels.
 MAX_SIDE = 20000
@@ -646,16 +647,69 @@ DATA_KEYS = ("ac:accessURI", "ac:bestQualityAccessURI", "ac:hashFunction", "ac:h
              "dwc:catalogNumber", "dwc:family", "dwc:institutionCode", "dwc:scientificName",
              "exif:PixelXDimension", "exif:PixelYDimension", "xmpRights:WebStatement")
 
+#: Top-level columns of a GUODA media dump, in the dump's order.
+GUODA_COLUMNS = ("accessuri", "data", "datemodified", "dqs", "etag", "format", "hasSpecimen",
+                 "licenselogourl", "mediatype", "modified", "recordset", "records", "rights",
+                 "tag", "type", "uuid", "version", "webstatement", "xpixels", "ypixels")
+
 _RIGHTS = "CC0"
 _WEBSTATEMENT = "https://creativecommons.org/publicdomain/zero/1.0/"
+_LICENSE_LOGO = "https://mirrors.creativecommons.org/presskit/buttons/80x15/png/cc-zero.png"
+
+
+def _guoda_type(column: str, data_keys: Sequence[str]):
+    """The Arrow type of a GUODA column (``data``: a struct of strings over ``data_keys``)."""
+    import pyarrow as pa
+
+    if column not in GUODA_COLUMNS:
+        raise ValueError(f"{column!r} is not a GUODA media column")
+    if column == "data":
+        return pa.struct([(k, pa.string()) for k in data_keys])
+    when = pa.timestamp("us", tz="UTC")
+    return {"datemodified": when, "modified": when, "dqs": pa.float64(),
+            "hasSpecimen": pa.bool_(), "records": pa.list_(pa.string()),
+            "xpixels": pa.int64(), "ypixels": pa.int64()}.get(column, pa.string())
+
+
+def write_guoda(path: str | os.PathLike, rows: Sequence[dict[str, Any]], *,
+                data_keys: Sequence[str] = DATA_KEYS, columns: Sequence[str] = GUODA_COLUMNS,
+                row_group_size: int | None = None) -> Path:
+    """Write media rows as a GUODA-schema parquet file, the layout of iDigBio's dump.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The parquet file to write.
+    rows : sequence of dict
+        One dict per media record, keyed by GUODA column names; a column a row lacks is
+        null. ``data`` is the provider record, a dict keyed by terms written with a colon
+        (``ac:accessURI``); only its ``data_keys`` are written, missing ones as null.
+    data_keys : sequence of str, default :data:`DATA_KEYS`
+        Fields of the ``data`` struct, in order.
+    columns : sequence of str, default :data:`GUODA_COLUMNS`
+        Top-level columns to write, in order, each one of :data:`GUODA_COLUMNS`.
+    row_group_size : int, optional
+        Rows per parquet row group; pyarrow's default when None.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(c, _guoda_type(c, data_keys)) for c in columns])
+    if "data" in columns:
+        rows = [{**r, "data": {k: (r.get("data") or {}).get(k) for k in data_keys}} for r in rows]
+    pq.write_table(pa.Table.from_pylist(list(rows), schema=schema), path,
+                   row_group_size=row_group_size)
+    return Path(path)
 
 
 def _write_catalog(path: Path, seed: int, media: list[str], paths: list[str],
                    results: list[dict[str, Any]], base_url: str | None) -> None:
     """Write the GUODA-schema media parquet with a nested ``data`` struct."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     n = len(media)
     if base_url is None:
         urls = list(paths)
@@ -665,61 +719,24 @@ def _write_catalog(path: Path, seed: int, media: list[str], paths: list[str],
     start = _dt.datetime(2017, 6, 1, tzinfo=_dt.timezone.utc)
     modified = [start + _dt.timedelta(minutes=i) for i in range(n)]
     species = [_SPECIES[(seed * 7919 + i) % len(_SPECIES)] for i in range(n)]
-    data = [
-        {"ac:accessURI": urls[i], "ac:bestQualityAccessURI": urls[i], "ac:hashFunction": "SHA-256",
-         "ac:hashValue": r["sha256"], "coreid": f"urn:catalog:SYN:{_catalog_number(seed, i)}",
-         "dc:type": "StillImage", "dcterms:format": "image/jpeg", "dcterms:identifier": urls[i],
-         "dcterms:rights": _RIGHTS, "dwc:catalogNumber": _catalog_number(seed, i),
-         "dwc:family": species[i][1], "dwc:institutionCode": "SYN",
-         "dwc:scientificName": species[i][0], "exif:PixelXDimension": str(r["width"]),
-         "exif:PixelYDimension": str(r["height"]), "xmpRights:WebStatement": _WEBSTATEMENT}
+    rows = [
+        {"accessuri": urls[i],
+         "data": {"ac:accessURI": urls[i], "ac:bestQualityAccessURI": urls[i],
+                  "ac:hashFunction": "SHA-256", "ac:hashValue": r["sha256"],
+                  "coreid": f"urn:catalog:SYN:{_catalog_number(seed, i)}",
+                  "dc:type": "StillImage", "dcterms:format": "image/jpeg",
+                  "dcterms:identifier": urls[i], "dcterms:rights": _RIGHTS,
+                  "dwc:catalogNumber": _catalog_number(seed, i), "dwc:family": species[i][1],
+                  "dwc:institutionCode": "SYN", "dwc:scientificName": species[i][0],
+                  "exif:PixelXDimension": str(r["width"]),
+                  "exif:PixelYDimension": str(r["height"]),
+                  "xmpRights:WebStatement": _WEBSTATEMENT},
+         "datemodified": modified[i], "dqs": 0.5, "etag": r["sha1"], "format": "image/jpeg",
+         "hasSpecimen": True, "licenselogourl": _LICENSE_LOGO, "mediatype": "images",
+         "modified": modified[i], "recordset": recordset, "records": [record_uuid(seed, i)],
+         "rights": _RIGHTS, "tag": None, "type": "stillimage", "uuid": media[i],
+         "version": "1", "webstatement": _WEBSTATEMENT, "xpixels": r["width"],
+         "ypixels": r["height"]}
         for i, r in enumerate(results)
     ]
-    ts = pa.timestamp("us", tz="UTC")
-    string = pa.string()
-    schema = pa.schema([
-        ("accessuri", string),
-        ("data", pa.struct([(k, string) for k in DATA_KEYS])),
-        ("datemodified", ts),
-        ("dqs", pa.float64()),
-        ("etag", string),
-        ("format", string),
-        ("hasSpecimen", pa.bool_()),
-        ("licenselogourl", string),
-        ("mediatype", string),
-        ("modified", ts),
-        ("recordset", string),
-        ("records", pa.list_(string)),
-        ("rights", string),
-        ("tag", string),
-        ("type", string),
-        ("uuid", string),
-        ("version", string),
-        ("webstatement", string),
-        ("xpixels", pa.int64()),
-        ("ypixels", pa.int64()),
-    ])
-    columns = {
-        "accessuri": urls,
-        "data": data,
-        "datemodified": modified,
-        "dqs": [0.5] * n,
-        "etag": [r["sha1"] for r in results],
-        "format": ["image/jpeg"] * n,
-        "hasSpecimen": [True] * n,
-        "licenselogourl": ["https://mirrors.creativecommons.org/presskit/buttons/80x15/png/cc-zero.png"] * n,
-        "mediatype": ["images"] * n,
-        "modified": modified,
-        "recordset": [recordset] * n,
-        "records": [[record_uuid(seed, i)] for i in range(n)],
-        "rights": [_RIGHTS] * n,
-        "tag": [None] * n,
-        "type": ["stillimage"] * n,
-        "uuid": media,
-        "version": ["1"] * n,
-        "webstatement": [_WEBSTATEMENT] * n,
-        "xpixels": [r["width"] for r in results],
-        "ypixels": [r["height"] for r in results],
-    }
-    table = pa.table(columns, schema=schema)
-    pq.write_table(table, path)
+    write_guoda(path, rows)

@@ -7,8 +7,7 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from idigdask import synthetic
 
 #: ``data`` struct keys of the test GUODA dumps (colons as in the real dump).
 DATA_KEYS = (
@@ -16,10 +15,9 @@ DATA_KEYS = (
     "ac:hashValue", "dcterms:format", "dc:format", "dcterms:rights", "exif:PixelXDimension",
     "exif:PixelYDimension", "dwc:catalogNumber", "dwc:scientificName", "coreid",
 )
-TOP = [("uuid", pa.string()), ("accessuri", pa.string()), ("format", pa.string()),
-       ("xpixels", pa.int64()), ("ypixels", pa.int64()), ("recordset", pa.string()),
-       ("mediatype", pa.string()), ("rights", pa.string()), ("webstatement", pa.string()),
-       ("etag", pa.string()), ("type", pa.string())]
+#: Top-level columns of the test GUODA dumps, in the order written (``data`` follows).
+TOP = ("uuid", "accessuri", "format", "xpixels", "ypixels", "recordset", "mediatype", "rights",
+       "webstatement", "etag", "type")
 
 
 def guoda_row(uuid: str, accessuri: str | None = None, *, data: dict | None = None,
@@ -35,21 +33,14 @@ def guoda_row(uuid: str, accessuri: str | None = None, *, data: dict | None = No
 
 def write_guoda(path: Path, rows: Sequence[dict], *, with_records: bool = True,
                 row_group_size: int | None = None) -> Path:
-    """Write GUODA-schema parquet: top-level fields, ``data`` struct, maybe ``records``."""
-    fields = list(TOP) + [("data", pa.struct([(k, pa.string()) for k in DATA_KEYS]))]
-    if with_records:
-        fields.append(("records", pa.list_(pa.string())))
-    schema = pa.schema(fields)
-    clean = []
-    for r in rows:
-        r = dict(r)
-        r["data"] = {k: r["data"].get(k) for k in DATA_KEYS}
-        if not with_records:
-            r.pop("records", None)
-        clean.append(r)
-    pq.write_table(pa.Table.from_pylist(clean, schema=schema), path,
-                   row_group_size=row_group_size or max(len(rows), 1))
-    return path
+    """Write GUODA-schema parquet: top-level fields, ``data`` struct, maybe ``records``.
+
+    The package's own writer (:func:`idigdask.synthetic.write_guoda`), with the columns
+    and ``data`` keys of the test dumps and one row group unless told otherwise.
+    """
+    columns = (*TOP, "data", *(("records",) if with_records else ()))
+    return synthetic.write_guoda(path, rows, data_keys=DATA_KEYS, columns=columns,
+                                 row_group_size=row_group_size or max(len(rows), 1))
 
 
 def write_guoda_parts(folder: Path, rows: Sequence[dict], per_file: int) -> Path:

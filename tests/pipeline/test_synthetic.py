@@ -111,6 +111,32 @@ def test_catalog_has_the_guoda_schema(sheet_set):
     assert str(schema.field("datemodified").type).startswith("timestamp")
 
 
+def test_write_guoda_fills_what_rows_lack_and_reads_back_as_a_catalog(tmp_path):
+    """The one GUODA writer: missing columns and ``data`` keys are null, others dropped."""
+    from idigdask.catalog import read_catalog
+
+    rows = [{"uuid": "m1", "accessuri": "https://a.org/1.jpg", "records": ["r1"],
+             "data": {"dwc:catalogNumber": "C1", "not:written": "x"}},
+            {"uuid": "m2", "accessuri": None, "data": None}]
+    path = synthetic.write_guoda(tmp_path / "m.parquet", rows, row_group_size=1)
+    table = pq.read_table(path)
+    assert table.schema.names == list(synthetic.GUODA_COLUMNS)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 2
+    got = table.to_pylist()
+    assert got[0]["data"] == {**dict.fromkeys(synthetic.DATA_KEYS), "dwc:catalogNumber": "C1"}
+    assert got[1]["data"] == dict.fromkeys(synthetic.DATA_KEYS) and got[1]["xpixels"] is None
+    catalog = read_catalog(str(path)).compute()
+    assert catalog["media_uuid"].tolist() == ["m1", "m2"]
+    assert catalog["excluded"].isna().tolist() == [True, False]
+
+    some = synthetic.write_guoda(tmp_path / "s.parquet", rows, data_keys=["coreid"],
+                                 columns=["uuid", "data"])
+    schema = pq.read_schema(some)
+    assert schema.names == ["uuid", "data"] and schema.field("data").type.num_fields == 1
+    with pytest.raises(ValueError, match="not a GUODA media column"):
+        synthetic.write_guoda(tmp_path / "x.parquet", rows, columns=["uuid", "colour"])
+
+
 def test_catalog_rows_describe_the_files(sheet_set):
     rows = pq.read_table(sheet_set.catalog).to_pylist()
     labels = pd.read_csv(sheet_set.labels)
