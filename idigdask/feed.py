@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
-from .store import zarr_storage_options
+from .store import open_dataset, zarr_storage_options
 
 #: Bytes of decompressed chunks kept per process, so that the batches of one window
 #: decompress each chunk about once.
@@ -59,14 +59,7 @@ def open_store(store: Any, storage_options: dict | None = None):
     if isinstance(store, xr.Dataset):
         return store
     try:
-        from .store import open_dataset
-    except ImportError:  # the store module is optional for reading
-        open_dataset = None
-    try:
-        if open_dataset is not None:
-            return open_dataset(str(store), storage_options=storage_options)
-        return xr.open_zarr(str(store), consolidated=False,
-                            storage_options=zarr_storage_options(str(store), storage_options))
+        return open_dataset(str(store), storage_options=storage_options)
     except (FileNotFoundError, KeyError) as exc:
         raise UserError(f"{store}: not an image store ({exc.__class__.__name__})") from None
 

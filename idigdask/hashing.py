@@ -190,13 +190,6 @@ class NearDuplicateIndex:
                 best = int(hits[0])
         return self._keys[best] if best < len(self._keys) else None
 
-    def find_or_add(self, phash: int, key: Hashable) -> Hashable | None:
-        """Return the key of a near duplicate if there is one; otherwise add and return None."""
-        found = self.find(phash)
-        if found is None:
-            self.add(phash, key)
-        return found
-
     @staticmethod
     def _check(phash: int) -> int:
         phash = int(phash)

@@ -122,13 +122,6 @@ def test_near_duplicate_index_returns_the_first_added():
     assert index.find((1 << 63) | (1 << 40) | (1 << 20) | (1 << 10)) is None
 
 
-def test_near_duplicate_index_find_or_add():
-    index = NearDuplicateIndex(2)
-    assert index.find_or_add(2 ** 64 - 1, "a") is None
-    assert index.find_or_add(2 ** 64 - 4, "b") == "a"
-    assert len(index) == 1
-
-
 def test_near_duplicate_index_exact_and_disabled():
     exact = NearDuplicateIndex(0)
     exact.add(42, "x")
