@@ -42,13 +42,15 @@ def read_label_table(table, *, storage_options: dict | None = None) -> tuple[pd.
         raise UserError(f"a label table must be a path, URL or DataFrame, not {type(table).__name__}")
     import fsspec
 
+    from .read import is_dwca_name
     from .tables import table_kind
 
     fs, path = fsspec.core.url_to_fs(table, **(storage_options or {}))
     if not fs.exists(path):
         raise UserError(f"{table}: no such label table")
     kind, compression = table_kind(path)
-    if path.lower().endswith(".zip") or (kind is None and fs.isdir(path) and fs.exists(path + "/meta.xml")):
+    # A tar's name also ends in a compression (.tar.gz): test for an archive first.
+    if is_dwca_name(path) or (kind is None and fs.isdir(path) and fs.exists(path + "/meta.xml")):
         from .dwca import open_archive, read_datafile
 
         with open_archive(table, storage_options) as reader:
@@ -120,8 +122,9 @@ def attach_labels(catalog, table, *, on: str, label: str, how: str = "left",
         A catalog; an existing ``label`` column is replaced.
     table : str or DataFrame
         The label table: a path or fsspec URL (CSV, TSV, JSON lines, parquet, or a
-        Darwin Core Archive whose core is read), or a pandas/Dask frame. A specimen
-        records table (a DwC-A core, a records parquet) works as well as a two-column one.
+        Darwin Core Archive, zip, tar or folder, whose core is read), or a pandas/Dask
+        frame. A specimen records table (a DwC-A core, a records parquet) works as well
+        as a two-column one.
     on : str
         ``"record_uuid"`` to join the table's specimen ids to each media record's
         ``record_uuids``, or a catalog column such as ``"catalogNumber"``.

@@ -16,6 +16,10 @@ from .dedupe import mark_duplicates
 #: Source kinds ``read_catalog`` knows (``format=``).
 FORMATS = ("guoda", "table", "dwca", "search", "catalog")
 
+#: Names of Darwin Core Archive files: a zip, or a tar plain or compressed (what
+#: :func:`idigdask.catalog.archive.unpack` opens).
+DWCA_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".tar.xz")
+
 #: Default bytes a partition: of text tables, and of the (uncompressed) parquet columns read.
 TEXT_BLOCKSIZE = 64 * 2**20
 PARQUET_BLOCKSIZE = 16 * 2**20
@@ -40,7 +44,7 @@ def detect_format(source: str, fs, path: str) -> str:
     from .tables import table_kind
 
     kind, _ = table_kind(path)
-    if path.lower().endswith((".zip", ".tgz", ".tar.gz")):
+    if is_dwca_name(path):
         return "dwca"
     if kind in ("csv", "tsv", "jsonl"):
         return "table"
@@ -49,7 +53,13 @@ def detect_format(source: str, fs, path: str) -> str:
     if _is_dir(fs, path):
         return "dwca" if fs.exists(f"{path.rstrip('/')}/meta.xml") else "parquet"
     raise UserError(f"{source}: cannot tell the format from the name; pass format= "
-                    f"(one of {', '.join(FORMATS)}) or use a .parquet, .csv, .tsv, .jsonl or .zip name")
+                    f"(one of {', '.join(FORMATS)}) or use a .parquet, .csv, .tsv, .jsonl, .zip "
+                    "or .tar.gz name")
+
+
+def is_dwca_name(path: str) -> bool:
+    """Whether a file name is that of a Darwin Core Archive (:data:`DWCA_SUFFIXES`)."""
+    return path.lower().endswith(DWCA_SUFFIXES)
 
 
 def _is_dir(fs, path: str) -> bool:
@@ -78,10 +88,11 @@ def read_catalog(
     source : str or dict
         A path or fsspec URL (local, ``http(s)://``, ``s3://``, ``memory://``...) of a
         GUODA media parquet (file or folder), a URL table (``.csv``, ``.tsv``, ``.jsonl``,
-        ``.parquet``, optionally compressed), a Darwin Core Archive (``.zip`` or a folder
-        with ``meta.xml``), or a catalog written by ``idigdask catalog``; or a search
-        of iDigBio's API (a dict, ``"search:{json}"`` or a ``.../search/media?rq=...``
-        URL, see :mod:`idigdask.catalog.search`).
+        ``.parquet``, optionally compressed), a Darwin Core Archive (``.zip``, a tar such
+        as ``.tgz``, ``.tar.bz2`` or ``.tar.xz``, or a folder with ``meta.xml``), or a
+        catalog written by ``idigdask catalog``; or a search of iDigBio's API (a dict,
+        ``"search:{json}"`` or a ``.../search/media?rq=...`` URL, see
+        :mod:`idigdask.catalog.search`).
     format : {"guoda", "table", "dwca", "search", "catalog"}, optional
         The kind of source; detected from the name (and a parquet's schema) by default.
     storage_options : dict, optional
