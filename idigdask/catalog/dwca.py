@@ -186,7 +186,7 @@ class DataFile:
     id_index: int | None
     coreid_index: int | None
     fields: list[dict]
-    fields_terminated_by: str
+    fields_terminated_by: str | None  # None: not given (see _default_separator)
     fields_enclosed_by: str
     lines_terminated_by: str
     lines_to_ignore: int
@@ -321,7 +321,10 @@ def _section(section: ElementTree.Element, source: str) -> DataFile | None:
         id_index=_index(key[0], source, "<id>") if core and key else None,
         coreid_index=_index(key[0], source, "<coreid>") if not core and key else None,
         fields=_fields(section, source),
-        fields_terminated_by=_unescape(section.get("fieldsTerminatedBy"), ",") or ",",
+        # absent: the guide's "," unless the data file is plainly tab-separated
+        # (what python-dwca-reader assumes, and what such archives usually hold)
+        fields_terminated_by=(_unescape(section.get("fieldsTerminatedBy"), ",") or ","
+                              if section.get("fieldsTerminatedBy") is not None else None),
         fields_enclosed_by=_unescape(section.get("fieldsEnclosedBy"), '"'),
         lines_terminated_by=_unescape(section.get("linesTerminatedBy"), "\n") or "\n",
         lines_to_ignore=int(header), represents_corefile=core)
@@ -461,9 +464,19 @@ def open_archive(source: str, storage_options: dict | None = None) -> Iterator[A
 
 
 # ------------------------------------------------------------------ data files
+def _default_separator(path: str, encoding: str) -> str:
+    """The separator of a data file whose meta.xml names none: "," (the text guide's
+    default), or a tab when the first line has tabs and no comma."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    first = head.decode(encoding or "utf-8", "replace").splitlines()[:1]
+    return "\t" if first and "\t" in first[0] and "," not in first[0] else ","
+
+
 def _read_table(path: str, descriptor: DataFile) -> pd.DataFrame:
     """A data file's cells as text, columns numbered from 0 (no header)."""
     quote, sep = descriptor.fields_enclosed_by, descriptor.fields_terminated_by
+    sep = sep or _default_separator(path, descriptor.file_encoding)
     options = {}
     if len(sep) > 1:  # pandas takes a longer separator as a regular expression
         sep, options["engine"] = re.escape(sep), "python"
@@ -502,6 +515,8 @@ def read_datafile(archive: Archive, descriptor: DataFile) -> pd.DataFrame:
         name = term_name(field["term"])
         if field["index"] is not None and field["index"] in table.columns:
             out[name] = table[field["index"]]
+            if field["default"] is not None:  # the text guide: the value of a row without one
+                out[name] = out[name].fillna(field["default"])
         elif field["default"] is not None:
             out[name] = pd.Series(field["default"], index=table.index, dtype=S.STRING)
     return out

@@ -95,7 +95,7 @@ def written_outside(tmp_path: Path, name: str) -> list[Path]:
                                           (".tar.xz", "w:xz"), (".tar", "w")])
 def test_tar_archives_are_read(tmp_path, suffix, mode):
     path = write_tar(tmp_path / f"dwca{suffix}", good_members(), mode)
-    # read_catalog tells .zip, .tgz and .tar.gz by name; the others are named by format=
+    # every tar kind is told by name too (test_catalog_detect.py); format= names it here
     out = read_catalog(str(path), format="dwca").compute()
     assert out["access_uri"].tolist() == ["https://a.org/1.jpg", "https://a.org/2.jpg"]
     assert out["catalogNumber"].tolist() == ["C1", "C2"]
@@ -489,3 +489,27 @@ def test_iiif_urls_in_associated_media_stay_whole(tmp_path):
     assert out["access_uri"].tolist() == [IIIF, "https://a.org/2.jpg",
                                           "https://iiif.example.org/iiif/x/0,0,512,512/256,/0/default.jpg"]
     assert out["excluded"].isna().all()
+
+
+def test_a_field_default_fills_the_rows_without_a_value(tmp_path):
+    """The text guide: ``default`` is the value of a row that supplies none (also when indexed)."""
+    fields = ('<field index="1" term="http://rs.tdwg.org/dwc/terms/associatedMedia"/>'
+              '<field index="2" term="http://rs.tdwg.org/dwc/terms/country" default="Belgium"/>')
+    core = (f'<core encoding="UTF-8" {TAB} rowType="{OCCURRENCE}"><files><location>occ.txt'
+            f'</location></files><id index="0"/>{fields}</core>')
+    files = {"meta.xml": meta(core),
+             "occ.txt": tsv(["id", "am", "country"], ["o1", "https://a.org/1.jpg", "France"],
+                            ["o2", "https://a.org/2.jpg", ""])}
+    out = read_catalog(str(write_zip(tmp_path / "default.zip", files)), raw=True).compute()
+    assert out["raw.country"].tolist() == ["France", "Belgium"]
+
+
+def test_a_tab_separated_file_without_a_separator_attribute(tmp_path):
+    """No ``fieldsTerminatedBy``: the guide's comma, unless the data file is plainly tabbed."""
+    attrs = 'encoding="UTF-8" ignoreHeaderLines="1"'
+    files = {"meta.xml": meta(section("core", "occ.txt", [DWC + "associatedMedia", DWC + "locality"],
+                                      attrs=attrs)),
+             "occ.txt": tsv(["id", "am", "locality"], ["o1", "https://a.org/1.jpg", "Pine Hill, north"])}
+    out = read_catalog(str(write_zip(tmp_path / "tabs.zip", files)), raw=True).compute()
+    assert out["access_uri"].tolist() == ["https://a.org/1.jpg"]
+    assert out["raw.locality"].tolist() == ["Pine Hill, north"]
