@@ -25,10 +25,13 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .decode import DEFAULT_MAX_DECODE_BYTES, decode_image
-from .errors import MediaError, UserError
-from .fetch import FetchOptions, classify_scheme, iter_fetch, redact
-from .hashing import NearDuplicateIndex, phash_hex, phash_int, sha256_hex, verify_hash
+from .decode import MAX_SIZE, MIN_SIZE, RESIZE_MODES
+from .errors import UserError
+from .fetch import FetchOptions
+from .hashing import NearDuplicateIndex, phash_int
+from .options import check, coerce_fields, setting, with_overrides
+from .process import BATCH_COLUMNS, BatchResult, process_batch, text
+from .urls import LOCAL_SCHEMES, REMOTE_SCHEMES, classify_scheme, redact
 from .store import (FORMAT_VERSION, LEDGER_COLUMNS, ImageStore, _read_parts, channel_stats,
                     ledger_counts, read_ledger, row_keys, stats_of_histogram)
 
@@ -38,19 +41,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-RESIZE_MODES = ("pad", "crop", "stretch")
-REMOTE_SCHEMES = ("http", "https", "s3")
-LOCAL_SCHEMES = ("file", "local", "memory")
 
 
 @dataclass
 class BuildOptions:
-    """How each image is fetched and turned into pixels.
+    """How a build fetches, turns into pixels, deduplicates and commits its images.
+
+    Every default is the dask config's ``idigdask.build.<field>`` (``idigdask.yaml``;
+    ``DASK_IDIGDASK__BUILD__SIZE=128``), see :mod:`idigdask.options`.
 
     Parameters
     ----------
     size : int
-        Side of the square output image, in pixels.
+        Side of the square output image, in pixels (8 to 4096).
     resize_mode : {"pad", "crop", "stretch"}
         ``pad`` keeps the aspect ratio and letterboxes with ``pad_color``; ``crop``
         takes the centre square; ``stretch`` ignores the aspect ratio.
@@ -63,38 +66,66 @@ class BuildOptions:
         refused (``too_large``) before they are decoded.
     verify_hashes : bool
         Check ``hash_value`` where the record gives one; a mismatch fails the row.
-    allow_local : bool
-        Fetch ``file://`` URLs, local paths and ``memory://`` too.
+    allow_local : bool or None
+        Fetch ``file://`` URLs, local paths and ``memory://`` too. None: only when the
+        catalog itself is local or an in-memory DataFrame.
+    chunk_size : int
+        Images per Zarr chunk along ``image``.
+    batch_size : int
+        Catalog rows per task.
+    wave_batches : int or None
+        Batches per committed wave (None: four per worker thread).
+    dedup : bool
+        Mark exact byte duplicates, and near duplicates within ``phash_distance`` bits
+        of pHash, ``duplicate`` of the first and do not store them.
+    phash_distance : int
+        Hamming distance of near duplicates; -1 looks for byte-identical ones only.
+    keep_duplicates : bool
+        Store duplicates too (they keep their ``duplicate_of``).
+    retry_failed : bool
+        On an existing store, fetch rows that failed before again.
     fetch : FetchOptions
-        Timeouts, retries, concurrency, byte cap, storage options for the media.
+        Timeouts, retries, concurrency, byte cap, address policy and storage options
+        for the media.
     """
 
-    size: int = 256
-    resize_mode: str = "pad"
-    pad_color: tuple[int, int, int] = (255, 255, 255)
-    max_pixels: int = 200_000_000
-    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
-    verify_hashes: bool = True
-    allow_local: bool = False
+    size: int = setting("build.size")
+    resize_mode: str = setting("build.resize-mode")
+    pad_color: tuple[int, int, int] = setting("build.pad-color")
+    max_pixels: int = setting("build.max-pixels")
+    max_decode_bytes: int = setting("build.max-decode-bytes")
+    verify_hashes: bool = setting("build.verify-hashes")
+    allow_local: bool | None = setting("build.allow-local")
+    chunk_size: int = setting("build.chunk-size")
+    batch_size: int = setting("build.batch-size")
+    wave_batches: int | None = setting("build.wave-batches")
+    dedup: bool = setting("build.dedup")
+    phash_distance: int = setting("build.phash-distance")
+    keep_duplicates: bool = setting("build.keep-duplicates")
+    retry_failed: bool = setting("build.retry-failed")
     fetch: FetchOptions = field(default_factory=FetchOptions)
 
+    remote_schemes = REMOTE_SCHEMES
+
     def __post_init__(self) -> None:
-        if self.resize_mode not in RESIZE_MODES:
-            raise UserError(f"--resize-mode {self.resize_mode!r}: choose one of "
-                            f"{', '.join(RESIZE_MODES)}")
-        if not 8 <= int(self.size) <= 4096:
-            raise UserError(f"--size {self.size}: must be between 8 and 4096 pixels")
+        coerce_fields(self)
+        if isinstance(self.fetch, dict):
+            self.fetch = FetchOptions(**self.fetch)
+        check(self, {
+            "resize_mode": (lambda v: v in RESIZE_MODES, f"one of {', '.join(RESIZE_MODES)}"),
+            "size": (lambda v: MIN_SIZE <= v <= MAX_SIZE, f"{MIN_SIZE} to {MAX_SIZE} pixels"),
+            "pad_color": (lambda v: all(0 <= c <= 255 for c in v), "R,G,B from 0 to 255"),
+            "max_pixels": (lambda v: v >= 1, "at least 1"),
+            "max_decode_bytes": (lambda v: v >= 1, "at least 1"),
+            "chunk_size": (lambda v: v >= 1, "at least 1"),
+            "batch_size": (lambda v: v >= 1, "at least 1"),
+            "wave_batches": (lambda v: v is None or v >= 1, "at least 1"),
+            "phash_distance": (lambda v: v >= -1, "-1 or more"),
+        })
 
     def scheme_allowed(self, scheme: str) -> bool:
-        return scheme in REMOTE_SCHEMES or (self.allow_local and scheme in LOCAL_SCHEMES)
-
-
-@dataclass
-class BatchResult:
-    """What one batch task returns: pixels of its ``ok`` rows and a ledger row per row."""
-
-    pixels: np.ndarray
-    ledger: pd.DataFrame
+        """Whether this build fetches URIs of ``scheme``."""
+        return scheme in REMOTE_SCHEMES or (bool(self.allow_local) and scheme in LOCAL_SCHEMES)
 
 
 def _first(values: Any) -> str:
@@ -102,109 +133,6 @@ def _first(values: Any) -> str:
         return ""
     values = list(values)
     return str(values[0]) if values else ""
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) \
-        or value is pd.NA else str(value)
-
-
-#: The catalog columns :func:`process_batch` reads.
-BATCH_COLUMNS = ("media_uuid", "access_uri", "excluded", "hash_function", "hash_value")
-
-
-def process_batch(rows: pd.DataFrame, options: BuildOptions) -> BatchResult:
-    """Fetch, decode, resize and hash a batch of catalog rows.
-
-    Pure per-batch work for one Dask task: no shared state, every row accounted for.
-    Fetching keeps many requests in flight while the bodies that already arrived are
-    decoded, so a batch never holds more raw bytes than its requests in flight.
-
-    Parameters
-    ----------
-    rows : pandas.DataFrame
-        Rows of a normalized catalog (``media_uuid``, ``access_uri``, ``excluded``,
-        ``hash_function``, ``hash_value`` ...).
-    options : BuildOptions
-
-    Returns
-    -------
-    BatchResult
-        ``pixels`` of shape (n_ok, size, size, 3) uint8 and ``ledger`` with one row per
-        input row, in input order, ``pixel_index`` pointing into ``pixels`` (or -1).
-    """
-    n = len(rows)
-    size = options.size
-    out = {
-        "media_uuid": [_text(u) or "" for u in rows["media_uuid"]],
-        "access_uri": [redact(_text(u) or "") for u in rows["access_uri"]],
-        "status": ["excluded"] * n, "reason": [None] * n, "message": [None] * n,
-        "attempts": [0] * n, "nbytes": [0] * n, "seconds": [0.0] * n,
-        "sha256": [""] * n, "phash": [""] * n,
-        "source_width": [0] * n, "source_height": [0] * n, "pixel_index": [-1] * n,
-        "warnings": [None] * n,
-    }
-    excluded = rows["excluded"] if "excluded" in rows else pd.Series([None] * n)
-    wanted: list[int] = []
-    for i, (uri, why) in enumerate(zip(rows["access_uri"], excluded)):
-        why = _text(why)
-        if why:
-            out["reason"][i], out["message"][i] = why, "excluded by the catalog"
-            continue
-        scheme = classify_scheme(_text(uri) or "")
-        if not options.scheme_allowed(scheme):
-            out["reason"][i] = f"scheme_not_allowed:{scheme}"
-            out["message"][i] = ("local media need allow_local (--allow-local)"
-                                 if scheme in LOCAL_SCHEMES else
-                                 f"only {', '.join(REMOTE_SCHEMES)} URLs are fetched")
-            continue
-        wanted.append(i)
-
-    pixels = np.zeros((len(wanted), size, size, 3), np.uint8)
-    n_ok = 0
-    hash_functions = rows["hash_function"].tolist() if "hash_function" in rows else [None] * n
-    hash_values = rows["hash_value"].tolist() if "hash_value" in rows else [None] * n
-    uris = [str(rows["access_uri"].iloc[i]) for i in wanted]
-    for j, result in iter_fetch(uris, options.fetch):
-        i = wanted[j]
-        out["attempts"][i], out["nbytes"][i] = result.attempts, result.nbytes
-        out["seconds"][i] = round(result.seconds, 4)
-        if result.status != "ok":
-            out["status"][i], out["reason"][i], out["message"][i] = \
-                "failed", result.reason, result.message
-            continue
-        data = result.data
-        started = time.perf_counter()
-        try:
-            digest = sha256_hex(data)
-            if options.verify_hashes and verify_hash(
-                    data, _text(hash_functions[i]), _text(hash_values[i])) is False:
-                raise MediaError("hash_mismatch", f"{_text(hash_functions[i])} of the "
-                                 f"bytes is not the record's {_text(hash_values[i])}")
-            decoded = decode_image(data, size, resize_mode=options.resize_mode,
-                                   pad_color=options.pad_color,
-                                   max_pixels=options.max_pixels,
-                                   max_decode_bytes=options.max_decode_bytes)
-        except MediaError as exc:
-            out["status"][i], out["reason"][i], out["message"][i] = \
-                "failed", exc.reason, redact(exc.message)
-            continue
-        except MemoryError:  # one image too big for this worker: a failed row, not a stopped build
-            out["status"][i], out["reason"][i] = "failed", "out_of_memory"
-            out["message"][i] = f"decoding {len(data)} bytes ran out of memory"
-            continue
-        finally:
-            out["seconds"][i] = round(out["seconds"][i] + time.perf_counter() - started, 4)
-        pixels[n_ok] = decoded.pixels
-        out["status"][i] = "ok"
-        out["sha256"][i] = digest
-        out["phash"][i] = phash_hex(decoded.pixels)
-        out["source_width"][i] = decoded.source_width
-        out["source_height"][i] = decoded.source_height
-        out["warnings"][i] = "; ".join(decoded.warnings) or None
-        out["pixel_index"][i] = n_ok
-        n_ok += 1
-    return BatchResult(pixels=pixels[:n_ok].copy(), ledger=pd.DataFrame(out))
 
 
 # -- the driver ------------------------------------------------------------------------
@@ -322,8 +250,8 @@ def _row_keys(part: pd.DataFrame, seen: dict[str, int]) -> list[str]:
     ``seen`` counts the keys of the partitions before, so that the n-th exact repeat
     of a row gets its own key whatever else is wrong with it (excluded or not).
     """
-    uuids = [_text(u) or "" for u in part["media_uuid"]]
-    uris = [redact(_text(u) or "") for u in part["access_uri"]]
+    uuids = [text(u) or "" for u in part["media_uuid"]]
+    uris = [redact(text(u) or "") for u in part["access_uri"]]
     return row_keys(uuids, uris, seen)
 
 
@@ -338,26 +266,26 @@ def _label_kind(catalog: "dd.DataFrame") -> str | None:
 def _label_values(values: pd.Series, kind: str) -> np.ndarray:
     if kind == "int":
         return pd.to_numeric(values, errors="coerce").fillna(-1).astype("int64").to_numpy()
-    return np.array([_text(v) or "" for v in values], dtype=object)
+    return np.array([text(v) or "" for v in values], dtype=object)
 
 
 class _Builder:
     """State of one build run: the store, the committed count, the dedup index."""
 
     def __init__(self, client: "Client", store: ImageStore, options: BuildOptions, *,
-                 label_kind: str | None, dedup: bool, keep_duplicates: bool,
-                 phash_distance: int, run: int, committed: pd.DataFrame, progress,
-                 batch_size: int, chunk_size: int):
+                 label_kind: str | None, run: int, committed: pd.DataFrame, progress,
+                 chunk_size: int):
         self.client, self.store, self.options = client, store, options
-        self.batch_size, self.chunk_size = batch_size, chunk_size
+        # the store's own chunking wins over the options' on a resume
+        self.batch_size, self.chunk_size = options.batch_size, chunk_size
         self.label_kind = label_kind
-        self.dedup_enabled, self.keep_duplicates = dedup, keep_duplicates
-        self.dedup = _Dedup(phash_distance if dedup else -1)
+        self.dedup_enabled, self.keep_duplicates = options.dedup, options.keep_duplicates
+        self.dedup = _Dedup(options.phash_distance if options.dedup else -1)
         self.run, self.wave = run, 0
         self.progress = progress
         ok = committed[committed["status"] == "ok"].sort_values("image_index")
         self.n_images = len(ok)
-        if dedup:
+        if options.dedup:
             for sha, ph, uuid in zip(ok["sha256"], ok["phash"], ok["media_uuid"]):
                 self.dedup.add(sha, ph, uuid)
         self.processed = 0
@@ -515,36 +443,15 @@ def _prepare_location(target: ImageStore) -> None:
 def build_dataset(
     catalog: Any,
     store: str,
+    options: BuildOptions | dict | None = None,
     *,
-    size: int = 256,
-    resize_mode: str = "pad",
-    pad_color: tuple[int, int, int] = (255, 255, 255),
     storage_options: dict | None = None,
     media_storage_options: dict | None = None,
     catalog_storage_options: dict | None = None,
     catalog_options: dict[str, Any] | None = None,
-    chunk_size: int = 64,
-    batch_size: int = 32,
-    wave_batches: int | None = None,
-    timeout: float = 30.0,
-    retries: int = 4,
-    concurrency: int = 32,
-    per_host: int = 8,
-    max_bytes: int = 64 * 2**20,
-    max_pixels: int = 200_000_000,
-    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
-    verify_hashes: bool = True,
-    dedup: bool = True,
-    phash_distance: int = 2,
-    keep_duplicates: bool = False,
-    retry_failed: bool = True,
-    allow_local: bool | None = None,
-    allow_private: bool | None = None,
-    client: "Client | None" = None,
-    scheduler: str | None = None,
-    n_workers: int | None = None,
-    n_threads: int | None = None,
+    client: "Client | str | None" = None,
     progress: bool | None = None,
+    **overrides: Any,
 ) -> BuildResult:
     """Build (or resume, or extend) a chunked Zarr image store from a media catalog.
 
@@ -556,56 +463,42 @@ def build_dataset(
     store : str
         Local path or fsspec URL of the store (``s3://bucket/x.zarr``). An existing
         store is resumed: rows already ``ok`` or ``duplicate`` are not fetched again,
-        new rows are appended.
-    size, resize_mode, pad_color
-        Output geometry, see :class:`BuildOptions`.
+        new rows are appended, and rows that left the catalog are retired.
+    options : BuildOptions or dict, optional
+        How to fetch, decode, deduplicate and commit; defaults from the dask config.
     storage_options : dict, optional
         fsspec options for the store (none are needed, and none are passed, for a
         plain local path); also for the media unless ``media_storage_options`` is
         given, and for a catalog on the store's protocol unless
         ``catalog_storage_options`` is given.
     media_storage_options : dict, optional
-        fsspec options for fetching the media.
+        fsspec options for fetching the media (``options.fetch.storage_options``).
     catalog_storage_options : dict, optional
         fsspec options for reading the catalog.
     catalog_options : dict, optional
         Extra keyword arguments of :func:`~idigdask.read_catalog` (``url_column``,
         ``id_column``, ``label_column``, ``format``) when ``catalog`` is a source.
-    chunk_size : int
-        Images per Zarr chunk along ``image``.
-    batch_size : int
-        Catalog rows per task.
-    wave_batches : int, optional
-        Batches per committed wave (default: four per worker thread).
-    timeout, retries, concurrency, per_host, max_bytes
-        Fetch settings, see :class:`~idigdask.fetch.FetchOptions`.
-    max_pixels, max_decode_bytes : int
-        Decompression-bomb and decode-memory limits, see :class:`BuildOptions`.
-    verify_hashes : bool
-        Verify ``hash_value`` of the record against the bytes.
-    dedup, phash_distance, keep_duplicates
-        Exact byte duplicates, and near duplicates within ``phash_distance`` bits of
-        pHash, are marked ``duplicate`` of the first and not stored, unless
-        ``keep_duplicates``.
-    retry_failed : bool
-        On an existing store, fetch rows that failed before again.
-    allow_local : bool, optional
-        Fetch local files (``file://``, paths, ``memory://``). Default: only when the
-        catalog itself is local or an in-memory DataFrame.
-    allow_private : bool, optional
-        Fetch media from loopback, link-local and private addresses too (a Ceph gateway
-        on a private network). Default: the dask config ``idigdask.fetch.allow-private``
-        (false), see :class:`~idigdask.fetch.FetchOptions`.
-    client, scheduler, n_workers, n_threads
-        Where to run, see :func:`idigdask.get_client`.
+    client : distributed.Client or str, optional
+        Where to run: this client, or the address of a scheduler to join; else the
+        current client; else what the config ``idigdask.cluster`` says (see
+        :func:`idigdask.get_client`).
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
+    **overrides
+        Any field of :class:`BuildOptions` or of its
+        :class:`~idigdask.fetch.FetchOptions` (``size=128``, ``timeout=5``), over
+        ``options``.
 
     Returns
     -------
     BuildResult
         ``counts`` are the ledger's, adding up to the catalog's rows.
+
+    Examples
+    --------
+    >>> idigdask.build_dataset("media.parquet", "sheets.zarr", size=128)   # doctest: +SKIP
     """
+    import dataclasses
     import sys
 
     from tqdm.auto import tqdm
@@ -613,6 +506,7 @@ def build_dataset(
     from .cluster import get_client
 
     started = time.perf_counter()
+    options = with_overrides(BuildOptions, options, overrides, nested={"fetch": FetchOptions})
     # without options of its own, the catalog takes the store's only on the store's
     # protocol: an s3 endpoint_url would break an HTTP catalog
     if catalog_storage_options is None and \
@@ -620,19 +514,13 @@ def build_dataset(
         catalog_storage_options = storage_options
     ddf, source, local_catalog = _as_catalog(catalog, catalog_storage_options,
                                              catalog_options or {})
-    fetch_options = FetchOptions(
-        timeout=timeout, retries=retries, concurrency=concurrency, per_host=per_host,
-        max_bytes=max_bytes,
-        storage_options=media_storage_options if media_storage_options is not None
-        else storage_options,
-        **({} if allow_private is None else {"allow_private": allow_private}))
-    options = BuildOptions(size=size, resize_mode=resize_mode, pad_color=tuple(pad_color),
-                           max_pixels=max_pixels, max_decode_bytes=max_decode_bytes,
-                           verify_hashes=verify_hashes,
-                           allow_local=local_catalog if allow_local is None else allow_local,
-                           fetch=fetch_options)
-    if chunk_size < 1 or batch_size < 1:
-        raise UserError("--chunk-size and --batch-size must be at least 1")
+    media = media_storage_options if media_storage_options is not None else storage_options
+    if options.fetch.storage_options is None and media is not None:
+        options = dataclasses.replace(
+            options, fetch=dataclasses.replace(options.fetch, storage_options=media))
+    if options.allow_local is None:
+        options = dataclasses.replace(options, allow_local=local_catalog)
+    size, resize_mode, chunk_size = options.size, options.resize_mode, options.chunk_size
 
     target = ImageStore(str(store), storage_options)
     _prepare_location(target)
@@ -652,10 +540,10 @@ def build_dataset(
         committed = read_ledger(str(store), storage_options, retired=True)
     else:
         target.create(size=size, chunk_size=chunk_size, label_kind=label_kind, attrs={
-            "resize_mode": resize_mode, "pad_color": list(pad_color),
+            "resize_mode": resize_mode, "pad_color": list(options.pad_color),
             "catalog_source": source, "idigdask_version": __version__})
         committed = read_ledger(str(store), storage_options, retired=True)
-    done_status = {"ok", "duplicate"} | (set() if retry_failed else {"failed"})
+    done_status = {"ok", "duplicate"} | (set() if options.retry_failed else {"failed"})
     done_rows = committed[committed["status"].isin(done_status)]
     done = dict(zip(done_rows["row_key"], done_rows["catalog_row"].astype("int64")))
     # images are only appended: the committed ones are those the ledger points at
@@ -667,15 +555,13 @@ def build_dataset(
 
     show = sys.stderr.isatty() if progress is None else progress
     plan = _Plan()
-    with get_client(client, scheduler=scheduler, n_workers=n_workers,
-                    n_threads=n_threads) as dask_client, \
+    with get_client(client) as dask_client, \
             tqdm(desc="build", unit="row", disable=not show) as bar:
         threads = sum(dask_client.nthreads().values()) or 1
-        builder = _Builder(dask_client, target, options, label_kind=label_kind, dedup=dedup,
-                           keep_duplicates=keep_duplicates, phash_distance=phash_distance,
+        builder = _Builder(dask_client, target, options, label_kind=label_kind,
                            run=target.next_run(), committed=committed, progress=bar,
-                           batch_size=batch_size, chunk_size=chunk_size)
-        wave_rows = batch_size * (wave_batches or 4 * threads)
+                           chunk_size=chunk_size)
+        wave_rows = options.batch_size * (options.wave_batches or 4 * threads)
         in_flight: deque = deque()
         for rows in _waves(dask_client, ddf, done, wave_rows, bar, plan):
             in_flight.append((rows, builder.submit(rows)))

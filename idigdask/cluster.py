@@ -108,35 +108,51 @@ def _keep_large_buffers_out_of_the_heap(threshold: int = 2**20) -> bool:
 
 @contextlib.contextmanager
 def get_client(
-    client: "Client | None" = None,
+    client: "Client | str | None" = None,
     *,
     scheduler: str | None = None,
     n_workers: int | None = None,
     n_threads: int | None = None,
-    host: str = "127.0.0.1",
+    host: str | None = None,
 ) -> Iterator["Client"]:
     """Yield a Dask client to run on, closing only what this call started.
 
+    The one rule of every stage for where work runs: the given client (or the
+    scheduler whose address is given), else the current client, else what the dask
+    config ``idigdask.cluster`` says: a scheduler to join, or a LocalCluster of
+    ``n-workers`` processes or ``n-threads`` threads on ``host``. The keywords
+    override the config.
+
     Parameters
     ----------
-    client : distributed.Client, optional
-        Use this client.
+    client : distributed.Client or str, optional
+        Use this client, or join the scheduler at this address.
     scheduler : str, optional
-        Address of an existing scheduler (``tcp://host:8786``) to join.
+        Address of an existing scheduler (``tcp://host:8786``) to join
+        (``idigdask.cluster.scheduler``).
     n_workers : int, optional
         Worker processes of the LocalCluster started when there is no client (default:
-        one worker in this process with a thread per core).
+        one worker in this process with a thread per core; ``idigdask.cluster.n-workers``).
     n_threads : int, optional
-        Threads of that in-process worker (default: one per core).
-    host : str
+        Threads of that in-process worker (default: one per core;
+        ``idigdask.cluster.n-threads``).
+    host : str, optional
         The address the started LocalCluster listens on, every server of it
         (scheduler, workers, nannies, dashboards); ``"0.0.0.0"`` opens it to the
-        network. The logged dashboard link is one that answers.
+        network. The logged dashboard link is one that answers. Default:
+        ``idigdask.cluster.host``, 127.0.0.1.
 
     Yields
     ------
     distributed.Client
     """
+    from . import config
+
+    if isinstance(client, str):
+        client, scheduler = None, client
+    n_workers = _count(n_workers, "n-workers")
+    n_threads = _count(n_threads, "n-threads")
+    host = host or config.get("cluster.host") or "127.0.0.1"
     from distributed import Client, LocalCluster
 
     if client is not None:
@@ -158,6 +174,11 @@ def get_client(
                  existing.scheduler.address, dashboard_link(existing))
         yield existing
         return
+    configured = config.get("cluster.scheduler")
+    if configured:
+        with get_client(str(configured)) as joined:
+            yield joined
+        return
     import dask
 
     kwargs = local_cluster_kwargs(n_workers, n_threads, host=host)
@@ -174,6 +195,23 @@ def get_client(
                  f"{kwargs['n_workers']} worker processes" if kwargs["processes"]
                  else f"{kwargs['threads_per_worker']} threads", dashboard_link(started))
         yield started
+
+
+def _count(value: int | None, key: str) -> int | None:
+    """A worker or thread count: the keyword, else the config ``idigdask.cluster.<key>``."""
+    from . import config
+    from .options import OptionError
+
+    value = config.get(f"cluster.{key}") if value is None else value
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1:
+        raise OptionError(key.replace("-", "_"), f"{value!r} is not a count of at least 1")
+    return count
 
 
 _DEFAULT_LINK = "{scheme}://{host}:{port}/status"

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f".{name}", __name__)
         p = module.register(sub)
         p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
@@ -125,7 +125,8 @@ def main(argv: Sequence[str] | None = None, *, _preload: bool = False) -> int:
         from ..fetch import redact
 
         # messages may quote a URL: never print its credentials
-        print(f"idigdask {args.command}: error: {redact(exc)}", file=sys.stderr)
+        print(f"idigdask {args.command}: error: {redact(_as_flag(exc, args._parser))}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"idigdask {args.command}: interrupted", file=sys.stderr)
@@ -136,6 +137,25 @@ def main(argv: Sequence[str] | None = None, *, _preload: bool = False) -> int:
     else:
         _print_text(summary)
     return 0
+
+
+def _as_flag(exc: UserError, parser: argparse.ArgumentParser) -> str:
+    """The message of an error, naming the command's flag where it names an option.
+
+    An :class:`~idigdask.options.OptionError` names the option (``batch_size``); on
+    the command line the flag that sets it (``--batch-size``, or the flag whose
+    destination is the option, e.g. ``--no-augment`` for ``augment``) says more.
+    """
+    from ..options import OptionError
+
+    if not isinstance(exc, OptionError):
+        return str(exc)
+    flags = parser._option_string_actions  # flag -> action, argparse's own table
+    flag = "--" + exc.option.replace("_", "-")
+    if flag not in flags:
+        flag = next((f for f, action in flags.items()
+                     if action.dest == exc.option and f.startswith("--")), None)
+    return f"{flag}: {exc.detail}" if flag else str(exc)
 
 
 def storage_options_arg(text: str | None, flag: str = "--storage-options") -> dict | None:
@@ -149,6 +169,16 @@ def storage_options_arg(text: str | None, flag: str = "--storage-options") -> di
     if not isinstance(value, dict):
         raise UserError(f"{flag} must be a JSON object")
     return value
+
+
+def cluster_settings(args: argparse.Namespace):
+    """``--workers`` and ``--threads`` as the dask config of the LocalCluster a command starts."""
+    import dask
+
+    settings = {f"idigdask.cluster.{key}": value for key, value in (
+        ("n-workers", getattr(args, "workers", None)),
+        ("n-threads", getattr(args, "threads", None))) if value is not None}
+    return dask.config.set(settings) if settings else contextlib.nullcontext()
 
 
 def add_catalog_options(p: argparse.ArgumentParser) -> None:

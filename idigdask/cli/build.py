@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import add_catalog_options, storage_options_arg
+from . import add_catalog_options, cluster_settings, storage_options_arg
 
 
 def _color(text: str) -> tuple[int, int, int]:
@@ -30,36 +30,39 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--catalog-storage-options", default=None, metavar="JSON",
                    help="fsspec options for reading the catalog (default: --storage-options "
                         "when the catalog is on the store's protocol)")
-    p.add_argument("--size", type=int, default=256, help="output side in pixels (256)")
-    p.add_argument("--resize-mode", default="pad", choices=["pad", "crop", "stretch"])
-    p.add_argument("--pad-color", type=_color, default=(255, 255, 255), metavar="R,G,B")
-    p.add_argument("--chunk-size", type=int, default=64, help="images per Zarr chunk (64)")
-    p.add_argument("--batch-size", type=int, default=32, help="catalog rows per task (32)")
-    p.add_argument("--wave-batches", type=int, default=None,
-                   help="batches per committed wave (four per worker thread)")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="per-request timeout (30)")
-    p.add_argument("--retries", type=int, default=4, metavar="N", help="retries of transient failures (4)")
-    p.add_argument("--concurrency", type=int, default=32, metavar="N",
-                   help="requests in flight per task (32)")
-    p.add_argument("--per-host", type=int, default=8, metavar="N",
-                   help="concurrent requests per host per task (8)")
-    p.add_argument("--max-bytes", type=int, default=64 * 2**20, help="byte cap per object")
-    p.add_argument("--max-pixels", type=int, default=200_000_000, help="decompression-bomb limit")
-    p.add_argument("--max-decode-bytes", type=int, default=None,
-                   help="memory one decode may take, from the header (1 GiB)")
-    p.add_argument("--phash-distance", type=int, default=2,
-                   help="near-duplicate pHash Hamming distance; -1: byte-identical only (2)")
-    p.add_argument("--keep-duplicates", action="store_true", help="store duplicates too")
-    p.add_argument("--no-dedup", action="store_true", help="do not look for duplicates")
-    p.add_argument("--no-verify-hashes", action="store_true",
-                   help="do not check the records' ac:hashValue")
-    p.add_argument("--no-retry-failed", action="store_true",
-                   help="on resume, do not fetch rows that failed before")
-    p.add_argument("--allow-local", action="store_true",
-                   help="fetch local files even when the catalog is remote")
-    p.add_argument("--allow-private", action="store_true",
-                   help="fetch media from loopback and private network addresses too")
+    # every default is the dask config's (idigdask.yaml): a flag given overrides it
+    option = p.add_argument_group("build options (defaults: dask config idigdask.build)")
+    option.add_argument("--size", type=int, help="output side in pixels (256)")
+    option.add_argument("--resize-mode", choices=["pad", "crop", "stretch"], help="(pad)")
+    option.add_argument("--pad-color", type=_color, metavar="R,G,B", help="(255,255,255)")
+    option.add_argument("--chunk-size", type=int, help="images per Zarr chunk (64)")
+    option.add_argument("--batch-size", type=int, help="catalog rows per task (32)")
+    option.add_argument("--wave-batches", type=int,
+                        help="batches per committed wave (four per worker thread)")
+    option.add_argument("--max-pixels", type=int, help="decompression-bomb limit")
+    option.add_argument("--max-decode-bytes", type=int,
+                        help="memory one decode may take, from the header (1 GiB)")
+    option.add_argument("--phash-distance", type=int,
+                        help="near-duplicate pHash Hamming distance; -1: byte-identical only (2)")
+    option.add_argument("--keep-duplicates", action="store_const", const=True,
+                        help="store duplicates too")
+    option.add_argument("--no-dedup", dest="dedup", action="store_const", const=False,
+                        help="do not look for duplicates")
+    option.add_argument("--no-verify-hashes", dest="verify_hashes", action="store_const",
+                        const=False, help="do not check the records' ac:hashValue")
+    option.add_argument("--no-retry-failed", dest="retry_failed", action="store_const",
+                        const=False, help="on resume, do not fetch rows that failed before")
+    option.add_argument("--allow-local", action="store_const", const=True,
+                        help="fetch local files even when the catalog is remote")
+    fetch = p.add_argument_group("fetch options (defaults: dask config idigdask.fetch)")
+    fetch.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (30)")
+    fetch.add_argument("--retries", type=int, metavar="N", help="retries of transient failures (4)")
+    fetch.add_argument("--concurrency", type=int, metavar="N", help="requests in flight per task (32)")
+    fetch.add_argument("--per-host", type=int, metavar="N",
+                       help="concurrent requests per host per task (8)")
+    fetch.add_argument("--max-bytes", type=int, help="byte cap per object (64 MiB)")
+    fetch.add_argument("--allow-private", action="store_const", const=True,
+                       help="fetch media from loopback and private network addresses too")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="join this Dask scheduler instead of starting a LocalCluster")
     p.add_argument("--workers", type=int, default=None,
@@ -70,30 +73,29 @@ def register(sub) -> argparse.ArgumentParser:
     return p
 
 
+#: The flags that set a field of BuildOptions or of its FetchOptions, by field name.
+OPTION_FLAGS = ("size", "resize_mode", "pad_color", "chunk_size", "batch_size", "wave_batches",
+                "max_pixels", "max_decode_bytes", "phash_distance", "keep_duplicates", "dedup",
+                "verify_hashes", "retry_failed", "allow_local", "timeout", "retries",
+                "concurrency", "per_host", "max_bytes", "allow_private")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..build import build_dataset
 
     catalog_options = {k: v for k, v in {
         "format": args.source_format, "url_column": args.url_column,
         "id_column": args.id_column, "label_column": args.label_column}.items() if v}
-    result = build_dataset(
-        args.source, args.output,
-        size=args.size, resize_mode=args.resize_mode, pad_color=args.pad_color,
-        storage_options=storage_options_arg(args.storage_options),
-        media_storage_options=storage_options_arg(args.media_storage_options,
-                                                  "--media-storage-options"),
-        catalog_storage_options=storage_options_arg(args.catalog_storage_options,
-                                                    "--catalog-storage-options"),
-        catalog_options=catalog_options, chunk_size=args.chunk_size,
-        batch_size=args.batch_size, wave_batches=args.wave_batches, timeout=args.timeout, retries=args.retries,
-        concurrency=args.concurrency, per_host=args.per_host, max_bytes=args.max_bytes,
-        max_pixels=args.max_pixels, verify_hashes=not args.no_verify_hashes,
-        **({} if args.max_decode_bytes is None else {"max_decode_bytes": args.max_decode_bytes}),
-        dedup=not args.no_dedup, phash_distance=args.phash_distance,
-        keep_duplicates=args.keep_duplicates, retry_failed=not args.no_retry_failed,
-        allow_local=True if args.allow_local else None,
-        allow_private=True if args.allow_private else None, scheduler=args.scheduler,
-        n_workers=args.workers, n_threads=args.threads,
-        progress=False if args.no_progress else None,
-    )
+    overrides = {name: getattr(args, name) for name in OPTION_FLAGS
+                 if getattr(args, name) is not None}
+    with cluster_settings(args):
+        result = build_dataset(
+            args.source, args.output, overrides,
+            storage_options=storage_options_arg(args.storage_options),
+            media_storage_options=storage_options_arg(args.media_storage_options,
+                                                      "--media-storage-options"),
+            catalog_storage_options=storage_options_arg(args.catalog_storage_options,
+                                                        "--catalog-storage-options"),
+            catalog_options=catalog_options, client=args.scheduler,
+            progress=False if args.no_progress else None)
     return result.summary()

@@ -354,7 +354,8 @@ def test_decode_warnings_and_memory_errors_are_ledger_rows(tmp_path, sheet_files
                                                            monkeypatch):
     from imagecases import jpeg_insert
 
-    from idigdask import build as build_module
+    from idigdask import process
+    from idigdask.build import BuildOptions
 
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(jpeg_insert(sheet_files[0].read_bytes(), 0xDB, b"\x00junk"))
@@ -366,15 +367,15 @@ def test_decode_warnings_and_memory_errors_are_ledger_rows(tmp_path, sheet_files
     assert ledger.at[0, "warnings"] == "jpeg_extraneous_bytes" and pd.isna(ledger.at[1, "warnings"])
 
     # an image too big for the worker's memory is a failed row; the build goes on
-    real = build_module.decode_image
+    real = process.decode_image
 
     def short_of_memory(data, *args, **kwargs):
         if data == sheet_files[2].read_bytes():
             raise MemoryError
         return real(data, *args, **kwargs)
 
-    monkeypatch.setattr(build_module, "decode_image", short_of_memory)
-    result = build_module.process_batch(catalog_frame([str(sheet_files[2]), str(sheet_files[3])]),
-                                        build_module.BuildOptions(size=32, allow_local=True))
+    monkeypatch.setattr(process, "decode_image", short_of_memory)
+    result = process.process_batch(catalog_frame([str(sheet_files[2]), str(sheet_files[3])]),
+                                   BuildOptions(size=32, allow_local=True))
     assert result.ledger["status"].tolist() == ["failed", "ok"]
     assert result.ledger["reason"].tolist()[0] == "out_of_memory"

@@ -109,8 +109,8 @@ def test_default_is_off_and_follows_dask_config():
 
 def test_defaults_file_ships_with_the_package():
     text = resources.files("idigdask").joinpath("idigdask.yaml").read_text()
-    assert yaml.safe_load(text) == {"idigdask": {"fetch": {"allow-private": False,
-                                                           "allow-networks": []}}}
+    fetch = yaml.safe_load(text)["idigdask"]["fetch"]
+    assert fetch["allow-private"] is False and fetch["allow-networks"] == []
     pyproject = tomllib.loads((Path(idigdask.__file__).parents[1] / "pyproject.toml").read_text())
     assert "idigdask.yaml" in pyproject["tool"]["setuptools"]["package-data"]["idigdask"]
 

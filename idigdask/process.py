@@ -1,0 +1,170 @@
+"""The per-image core of a build: bytes to pixels and hashes, and a batch of rows to a
+ledger. Pure functions, run on the workers; :mod:`idigdask.build` wires them to Dask.
+
+:func:`process_bytes` turns one image's bytes into its pixels, hashes and source size
+(or raises :class:`~idigdask.errors.MediaError` with a reason); :func:`process_batch`
+does it for a batch of catalog rows, fetching them concurrently, and accounts for
+every row: excluded by the catalog, a scheme the build does not fetch, failed with a
+reason, or ``ok``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .decode import decode_image
+from .errors import MediaError
+from .fetch import iter_fetch
+from .hashing import phash_hex, sha256_hex, verify_hash
+from .urls import LOCAL_SCHEMES, classify_scheme, redact
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .build import BuildOptions
+
+__all__ = ["BATCH_COLUMNS", "BatchResult", "Processed", "process_batch", "process_bytes"]
+
+#: The catalog columns :func:`process_batch` reads.
+BATCH_COLUMNS = ("media_uuid", "access_uri", "excluded", "hash_function", "hash_value")
+
+
+@dataclass
+class Processed:
+    """One image made ready for the store."""
+
+    pixels: np.ndarray          # (size, size, 3) uint8
+    sha256: str                 # of the bytes
+    phash: str                  # of the pixels
+    source_width: int
+    source_height: int
+    warnings: tuple[str, ...]   # what was mended to decode it
+
+
+@dataclass
+class BatchResult:
+    """What one batch task returns: pixels of its ``ok`` rows and a ledger row per row."""
+
+    pixels: np.ndarray
+    ledger: pd.DataFrame
+
+
+def text(value: Any) -> str | None:
+    """A catalog value as text; None for missing values of any kind."""
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) \
+        or value is pd.NA else str(value)
+
+
+def process_bytes(data: bytes, hash_function: str | None, hash_value: str | None,
+                  options: "BuildOptions") -> Processed:
+    """Verify, decode, resize and hash one image.
+
+    Parameters
+    ----------
+    data : bytes
+        The media file.
+    hash_function, hash_value : str, optional
+        The record's hash of the file (``ac:hashFunction``, ``ac:hashValue``),
+        checked when ``options.verify_hashes``.
+    options : BuildOptions
+
+    Raises
+    ------
+    MediaError
+        With a reason (``hash_mismatch``, ``not_an_image``, ``corrupt``, ``too_large``,
+        ``out_of_memory`` ...): the image cannot be stored.
+    """
+    digest = sha256_hex(data)
+    if options.verify_hashes and verify_hash(data, hash_function, hash_value) is False:
+        raise MediaError("hash_mismatch", f"{hash_function} of the bytes is not the "
+                                          f"record's {hash_value}")
+    try:
+        decoded = decode_image(data, options.size, resize_mode=options.resize_mode,
+                               pad_color=options.pad_color, max_pixels=options.max_pixels,
+                               max_decode_bytes=options.max_decode_bytes)
+        phash = phash_hex(decoded.pixels)
+    except MemoryError:  # one image too big for this worker: a failed row, not a stopped build
+        raise MediaError("out_of_memory", f"decoding {len(data)} bytes ran out of memory") from None
+    return Processed(decoded.pixels, digest, phash, decoded.source_width,
+                     decoded.source_height, tuple(decoded.warnings))
+
+
+def process_batch(rows: pd.DataFrame, options: "BuildOptions") -> BatchResult:
+    """Fetch, decode, resize and hash a batch of catalog rows.
+
+    Pure per-batch work for one Dask task: no shared state, every row accounted for.
+    Fetching keeps many requests in flight while the bodies that already arrived are
+    decoded, so a batch never holds more raw bytes than its requests in flight.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Rows of a normalized catalog (the :data:`BATCH_COLUMNS`).
+    options : BuildOptions
+
+    Returns
+    -------
+    BatchResult
+        ``pixels`` of shape (n_ok, size, size, 3) uint8 and ``ledger`` with one row per
+        input row, in input order, ``pixel_index`` pointing into ``pixels`` (or -1).
+    """
+    n = len(rows)
+    out = {
+        "media_uuid": [text(u) or "" for u in rows["media_uuid"]],
+        "access_uri": [redact(text(u) or "") for u in rows["access_uri"]],
+        "status": ["excluded"] * n, "reason": [None] * n, "message": [None] * n,
+        "attempts": [0] * n, "nbytes": [0] * n, "seconds": [0.0] * n,
+        "sha256": [""] * n, "phash": [""] * n,
+        "source_width": [0] * n, "source_height": [0] * n, "pixel_index": [-1] * n,
+        "warnings": [None] * n,
+    }
+    excluded = rows["excluded"] if "excluded" in rows else pd.Series([None] * n)
+    wanted: list[int] = []
+    for i, (uri, why) in enumerate(zip(rows["access_uri"], excluded)):
+        why = text(why)
+        if why:
+            out["reason"][i], out["message"][i] = why, "excluded by the catalog"
+            continue
+        scheme = classify_scheme(text(uri) or "")
+        if not options.scheme_allowed(scheme):
+            out["reason"][i] = f"scheme_not_allowed:{scheme}"
+            out["message"][i] = ("local media need the build option allow_local"
+                                 if scheme in LOCAL_SCHEMES else
+                                 f"only {', '.join(options.remote_schemes)} URLs are fetched")
+            continue
+        wanted.append(i)
+
+    pixels = np.zeros((len(wanted), options.size, options.size, 3), np.uint8)
+    n_ok = 0
+    hash_functions = rows["hash_function"].tolist() if "hash_function" in rows else [None] * n
+    hash_values = rows["hash_value"].tolist() if "hash_value" in rows else [None] * n
+    uris = [str(rows["access_uri"].iloc[i]) for i in wanted]
+    for j, result in iter_fetch(uris, options.fetch):
+        i = wanted[j]
+        out["attempts"][i], out["nbytes"][i] = result.attempts, result.nbytes
+        out["seconds"][i] = round(result.seconds, 4)
+        if result.status != "ok":
+            out["status"][i], out["reason"][i], out["message"][i] = \
+                "failed", result.reason, result.message
+            continue
+        started = time.perf_counter()
+        try:
+            image = process_bytes(result.data, text(hash_functions[i]), text(hash_values[i]),
+                                  options)
+        except MediaError as exc:
+            out["status"][i], out["reason"][i], out["message"][i] = \
+                "failed", exc.reason, redact(exc.message)
+            continue
+        finally:
+            out["seconds"][i] = round(out["seconds"][i] + time.perf_counter() - started, 4)
+        pixels[n_ok] = image.pixels
+        out["status"][i] = "ok"
+        out["sha256"][i], out["phash"][i] = image.sha256, image.phash
+        out["source_width"][i], out["source_height"][i] = image.source_width, image.source_height
+        out["warnings"][i] = "; ".join(image.warnings) or None
+        out["pixel_index"][i] = n_ok
+        n_ok += 1
+    return BatchResult(pixels=pixels[:n_ok].copy(), ledger=pd.DataFrame(out))
