@@ -407,26 +407,6 @@ class _Builder:
         return writes
 
 
-def _as_catalog(catalog: Any, storage_options: dict | None,
-                catalog_options: dict[str, Any]) -> tuple["dd.DataFrame", str, bool]:
-    """Return (dask dataframe, source description, whether the catalog is local)."""
-    import dask.dataframe as dd
-
-    from .catalog import read_catalog
-    from .catalog.read import from_pandas
-
-    if isinstance(catalog, pd.DataFrame):
-        return from_pandas(catalog), "<pandas.DataFrame>", True
-    if isinstance(catalog, dd.DataFrame):
-        return catalog, "<dask.DataFrame>", True
-    if isinstance(catalog, dict):  # a search of iDigBio's API: never a local catalog
-        return read_catalog(catalog, **catalog_options), "<search>", False
-    source = str(catalog)
-    ddf = read_catalog(source, storage_options=storage_options, **catalog_options)
-    # "search:{...}" is classified "search" and search URLs "http(s)": both remote
-    return ddf, redact(source), classify_scheme(source) in ("file", "local")
-
-
 def _prepare_location(target: ImageStore) -> None:
     """Refuse a location that holds something else; start a half-created store again."""
     state = target.state()
@@ -503,6 +483,7 @@ def build_dataset(
 
     from tqdm.auto import tqdm
 
+    from .catalog.read import open_catalog  # dask.dataframe: only when a build runs
     from .cluster import get_client
 
     started = time.perf_counter()
@@ -512,8 +493,8 @@ def build_dataset(
     if catalog_storage_options is None and \
             classify_scheme(str(catalog)) == classify_scheme(str(store)):
         catalog_storage_options = storage_options
-    ddf, source, local_catalog = _as_catalog(catalog, catalog_storage_options,
-                                             catalog_options or {})
+    ddf, source, local_catalog = open_catalog(catalog, catalog_storage_options,
+                                              **(catalog_options or {}))
     media = media_storage_options if media_storage_options is not None else storage_options
     if options.fetch.storage_options is None and media is not None:
         options = dataclasses.replace(

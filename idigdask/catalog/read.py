@@ -161,6 +161,36 @@ def read_catalog(
     return _read_files(source, fs, path, kind, blocksize=blocksize, table=table, **options)
 
 
+def open_catalog(catalog: Any, storage_options: dict | None = None,
+                 **options: Any) -> tuple[dd.DataFrame, str, bool]:
+    """Any catalog a stage is given, as a lazy normalized catalog.
+
+    The one way build and predict take their catalog: a normalized pandas or Dask
+    DataFrame as it is, a search query (a dict), or any source :func:`read_catalog`
+    reads, with its ``options`` (``url_column``, ``format`` ...; None values left out).
+
+    Returns
+    -------
+    (dask.dataframe.DataFrame, str, bool)
+        The catalog, a description of its source fit for logs and store attributes
+        (secrets redacted), and whether it is local (a local file or folder, or an
+        in-memory frame): local media are fetched by default only for local catalogs.
+    """
+    from ..urls import classify_scheme, redact
+
+    options = {k: v for k, v in options.items() if v is not None}
+    if isinstance(catalog, pd.DataFrame):
+        return from_pandas(catalog), "<pandas.DataFrame>", True
+    if isinstance(catalog, dd.DataFrame):
+        return catalog, "<dask.DataFrame>", True
+    if isinstance(catalog, dict):  # a search of iDigBio's API: never a local catalog
+        return read_catalog(catalog, **options), "<search>", False
+    source = str(catalog)
+    ddf = read_catalog(source, storage_options=storage_options, **options)
+    # "search:{...}" is classified "search" and search URLs "http(s)": both remote
+    return ddf, redact(source), classify_scheme(source) in ("file", "local")
+
+
 def _looks_like_search(source: Any) -> bool:
     if isinstance(source, dict):
         return True
