@@ -1,6 +1,6 @@
 """Two ratios of the training stage, measured side by side in one run.
 
-1. Training steps/s of the reference CNN fed by :class:`idigdask.feed.StoreFeed` from
+1. Training steps/s of the reference CNN fed by :class:`idigdask.loaders.keras.StoreFeed` from
    a local store, over the same model fed from the same images held in memory as a
    numpy array (target: at least 0.9, the I/O hidden behind compute).
 2. Prediction images/s over a store with a LocalCluster of 2 workers, over 1 worker
@@ -40,7 +40,7 @@ def training_ratio(store: str, *, epochs: int, batch_size: int, input_size: int,
     import keras
     import numpy as np
 
-    from idigdask.feed import StoreFeed
+    from idigdask.loaders.keras import StoreFeed
     from idigdask.models import compile_model, smithsonian_cnn
     from idigdask.store import open_dataset
 

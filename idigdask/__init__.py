@@ -27,9 +27,14 @@ _API = {
     "open_dataset": "store",
     "read_ledger": "store",
     "get_client": "cluster",
+    "FeedOptions": "batches",
+    "StoreFeed": "loaders.keras",
     "train": "train",
+    "TrainOptions": "train",
     "evaluate": "evaluate",
+    "EvaluateOptions": "evaluate",
     "predict": "predict",
+    "PredictOptions": "predict",
     "run_demo": "demo",
 }
 
@@ -50,12 +55,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .batches import FeedOptions
     from .build import build_dataset
     from .catalog import attach_labels, media_url, read_catalog, sample, search_media
     from .cluster import get_client
     from .demo import run_demo
-    from .evaluate import evaluate
-    from .predict import predict
+    from .evaluate import EvaluateOptions, evaluate
+    from .loaders.keras import StoreFeed
+    from .predict import PredictOptions, predict
     from .store import open_dataset, read_ledger
     from .synthetic import make_sheets
-    from .train import train
+    from .train import TrainOptions, train

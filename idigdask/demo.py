@@ -15,11 +15,13 @@ from typing import Any, Callable
 
 DEFAULTS = {"n": 1200, "epochs": 24, "size": 128, "sheet_size": (500, 750), "seed": 0}
 
-#: Training settings of the demo: the paper's learning rate, halved whenever the
-#: validation loss stalls for two epochs, batch-norm statistics that keep up with a short
-#: run, and a patience that rides out the noisy validation loss of a small validation
-#: split. About a thousand small sheets fit the time of a demonstration on a laptop; the
-#: store's 128 px is what the network sees, whatever the sheet size.
+#: Training settings of the demo, over the configured ones (fields of
+#: :class:`~idigdask.train.TrainOptions` and its feed's): the paper's learning rate,
+#: halved whenever the validation loss stalls for two epochs, batch-norm statistics that
+#: keep up with a short run, and a patience that rides out the noisy validation loss of
+#: a small validation split. About a thousand small sheets fit the time of a
+#: demonstration on a laptop; the store's 128 px is what the network sees, whatever the
+#: sheet size.
 TRAIN_OPTIONS = {"batch_size": 32, "learning_rate": 1e-4, "bn_momentum": 0.9, "patience": 6,
                  "lr_patience": 2, "augment": True}
 
@@ -72,11 +74,19 @@ def run_demo(
     """
     from distributed import Client, LocalCluster
 
+    from .batches import FeedOptions
     from .catalog import attach_labels, read_catalog
     from .cluster import local_cluster_kwargs
     from .evaluate import evaluate
+    from .options import with_overrides
     from .synthetic import make_sheets
-    from .train import train
+    from .train import TrainOptions, train
+
+    # checked before anything is made: a bad option costs no sheets
+    train_options = with_overrides(
+        TrainOptions, None,
+        {**TRAIN_OPTIONS, "label": "label", "model": model, "epochs": epochs, "seed": seed,
+         "resume": False}, nested={"feed": FeedOptions})
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -104,8 +114,7 @@ def run_demo(
 
         model_dir = out / "model"
         t = _step(say, f"4/5 training the {model} CNN for up to {epochs} epochs in {model_dir}")
-        train(str(store), label="label", model=model, epochs=epochs, out=str(model_dir),
-              seed=seed, client=client, **TRAIN_OPTIONS)
+        train(str(store), str(model_dir), train_options, client=client)
         timings["train"] = time.perf_counter() - t
 
         report = out / "report"

@@ -12,13 +12,16 @@ never saw in training or validation. :func:`evaluate` scores them and writes::
         worst.png             the worst-classified test images, titled with their
                               media uuid and score
 
-The metric functions are plain NumPy and take class codes ``0..k-1``.
+The metric functions are plain NumPy and take class codes ``0..k-1``. The settings of
+:func:`evaluate` are one :class:`EvaluateOptions`, whose defaults are the dask config's
+``idigdask.evaluate``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,33 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
+from .options import check, coerce_fields, setting, with_overrides
+
+
+@dataclass
+class EvaluateOptions:
+    """How :func:`evaluate` scores the held-out specimens.
+
+    Every default is the dask config's ``idigdask.evaluate.<field>``
+    (``idigdask.yaml``; ``DASK_IDIGDASK__EVALUATE__BATCH_SIZE=128``), see
+    :mod:`idigdask.options`. The scaling of the images is the model's own, recorded in
+    its ``config.json``.
+
+    Parameters
+    ----------
+    batch_size : int
+        Images per inference step.
+    n_worst : int
+        How many worst-classified test images to list and show (0: none).
+    """
+
+    batch_size: int = setting("evaluate.batch-size")
+    n_worst: int = setting("evaluate.n-worst")
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        check(self, {"batch_size": (lambda v: v >= 1, "at least 1"),
+                     "n_worst": (lambda v: v >= 0, "0 or more")})
 
 
 # ---------------------------------------------------------------------------------
@@ -161,9 +191,10 @@ def _test_images(model_dir: Path, ds, classes: list) -> tuple[np.ndarray, np.nda
     return found[keep].astype(np.int64), codes[keep].to_numpy(np.int64), int((~keep).sum())
 
 
-def evaluate(model_dir: str | os.PathLike, store: Any = None, *,
+def evaluate(model_dir: str | os.PathLike, store: Any = None,
+             options: EvaluateOptions | dict | None = None, *,
              out: str | os.PathLike | None = None, storage_options: dict | None = None,
-             batch_size: int = 64, n_worst: int = 16, client: Any = None) -> dict[str, Any]:
+             client: Any = None, **overrides: Any) -> dict[str, Any]:
     """Score a model on its held-out test specimens; write metrics.json and plots.
 
     Parameters
@@ -173,16 +204,19 @@ def evaluate(model_dir: str | os.PathLike, store: Any = None, *,
     store : str, path or xarray.Dataset, optional
         The image store holding the test images (default: the store the model was
         trained on, as recorded in its ``config.json``).
+    options : EvaluateOptions or dict, optional
+        Batch size and the number of worst images shown; defaults from the dask config
+        ``idigdask.evaluate``.
     out : str or path, optional
         The report folder (default ``MODEL_DIR/evaluation``).
     storage_options : dict, optional
         fsspec options for a remote store.
-    batch_size : int
-        Images per inference step.
-    n_worst : int
-        How many worst-classified images to show.
     client : distributed.Client, optional
-        Read batches on this client's workers (default: the current client, if any).
+        Read batches on this client's workers; None: the current client if there is
+        one, else a local thread pool; False: the thread pool (the feed's rule, see
+        :func:`idigdask.loaders.keras.resolve_client`).
+    **overrides
+        Fields of :class:`EvaluateOptions` (``batch_size=32``), over ``options``.
 
     Returns
     -------
@@ -194,10 +228,14 @@ def evaluate(model_dir: str | os.PathLike, store: Any = None, *,
     UserError
         If ``model_dir`` is not a model folder or the store holds none of its test
         images.
+    OptionError
+        For an option out of range or unknown, naming it.
     """
+    options = with_overrides(EvaluateOptions, options, overrides)
     import keras
 
-    from .feed import StoreFeed, open_store, read_images
+    from .batches import open_store, read_images
+    from .loaders.keras import StoreFeed
     from .report import plot_confusion, plot_history, plot_image_grid, plot_roc
     from .train import read_model_dir
 
@@ -211,8 +249,8 @@ def evaluate(model_dir: str | os.PathLike, store: Any = None, *,
     indices, y_true, missing = _test_images(folder, ds, classes)
 
     model = keras.saving.load_model(config["model_path"], safe_mode=True)
-    feed = StoreFeed(ds, indices, batch_size=batch_size, shuffle=False,
-                     normalize=config["normalize"], mean=config["channel_mean"],
+    feed = StoreFeed(ds, indices, batch_size=options.batch_size, shuffle=False, augment=False,
+                     one_hot=False, normalize=config["normalize"], mean=config["channel_mean"],
                      std=config["channel_std"], client="auto" if client is None else client,
                      storage_options=storage_options)
     try:
@@ -231,7 +269,7 @@ def evaluate(model_dir: str | os.PathLike, store: Any = None, *,
 
     media = np.asarray(ds["media_uuid"].values).astype(object).astype(str)[order]
     p_true = scores[np.arange(len(order)), y_true]
-    worst = np.argsort(p_true, kind="mergesort")[:n_worst]
+    worst = np.argsort(p_true, kind="mergesort")[:options.n_worst]
     metrics["worst"] = [{"media_uuid": media[i], "true": str(classes[y_true[i]]),
                          "predicted": str(classes[int(np.argmax(scores[i]))]),
                          "score_true": float(p_true[i])} for i in worst]

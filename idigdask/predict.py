@@ -7,19 +7,102 @@ writing a store, using the build stage's :func:`idigdask.build.process_batch`).
 Each worker process loads the model once and keeps it (keyed by the file's path and
 modification time) for every later task, instead of once per task: loading Keras and
 the model costs seconds, a chunk of images a fraction of that.
+
+The settings of :func:`predict` are one :class:`PredictOptions`, whose defaults are
+the dask config's ``idigdask.predict`` (and ``idigdask.build`` and ``idigdask.fetch``
+for a catalog's media).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .build import BuildOptions
+from .decode import RESIZE_MODES
 from .errors import UserError
+from .fetch import FetchOptions
+from .options import OptionError, check, coerce_fields, setting, with_overrides
+
+
+@dataclass
+class PredictOptions:
+    """How :func:`predict` scores a store or a catalog.
+
+    Every default is the dask config's ``idigdask.predict.<field>``
+    (``idigdask.yaml``; ``DASK_IDIGDASK__PREDICT__BATCH_SIZE=128``), and
+    ``idigdask.build`` and ``idigdask.fetch`` for ``build``; see
+    :mod:`idigdask.options`.
+
+    Parameters
+    ----------
+    batch_size : int
+        Images per Keras inference step on a worker.
+    chunks_per_task : int
+        Zarr chunks scored by one task (store source).
+    catalog_batch_size : int
+        Catalog rows fetched, decoded and scored by one task (catalog source).
+    resize_mode : {"pad", "crop", "stretch"}, optional
+        How catalog images are brought to the model's size; None: the resize mode of
+        the store the model was trained on.
+    build : BuildOptions
+        How catalog media are fetched and decoded (timeouts, byte caps, address
+        policy, decode limits). Its ``size`` and ``resize_mode`` are not used: images
+        are made the model's size, with ``resize_mode``. ``allow_local`` None fetches
+        local files only for a local catalog, as a build does; fetch storage options
+        left None are the call's ``storage_options``.
+    """
+
+    batch_size: int = setting("predict.batch-size")
+    chunks_per_task: int = setting("predict.chunks-per-task")
+    catalog_batch_size: int = setting("predict.catalog-batch-size")
+    resize_mode: str | None = setting("predict.resize-mode")
+    build: BuildOptions = field(default_factory=BuildOptions)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.build, dict):
+            self.build = BuildOptions(**self.build)
+        coerce_fields(self)
+        if not isinstance(self.build, BuildOptions):
+            raise UserError(f"build must be a BuildOptions, not {type(self.build).__name__}")
+        check(self, {
+            "batch_size": (lambda v: v >= 1, "at least 1"),
+            "chunks_per_task": (lambda v: v >= 1, "at least 1"),
+            "catalog_batch_size": (lambda v: v >= 1, "at least 1"),
+            "resize_mode": (lambda v: v is None or v in RESIZE_MODES,
+                            f"one of {', '.join(RESIZE_MODES)}"),
+        })
+
+
+def predict_options(options: PredictOptions | dict | None,
+                    overrides: dict[str, Any]) -> PredictOptions:
+    """``options`` with keyword overrides of its own fields, its build's or its fetch's.
+
+    ``allow_local=True`` goes to ``build``, ``allow_private=True`` or ``timeout=5`` to
+    ``build.fetch``; an unknown name is an :class:`~idigdask.options.OptionError`.
+    """
+    own = {f.name for f in dataclasses.fields(PredictOptions)}
+    mine = {k: v for k, v in overrides.items() if k in own}
+    rest = {k: v for k, v in overrides.items() if k not in own}
+    if "size" in rest:
+        raise OptionError("size", "predict makes images the model's size")
+    options = with_overrides(PredictOptions, options, mine)
+    if rest:
+        build_names = {f.name for f in dataclasses.fields(BuildOptions)}
+        fetch_names = {f.name for f in dataclasses.fields(FetchOptions)}
+        unknown = sorted(set(rest) - build_names - fetch_names)
+        if unknown:
+            raise OptionError(unknown[0], "not an option of PredictOptions")
+        build = with_overrides(BuildOptions, options.build, rest, nested={"fetch": FetchOptions})
+        options = dataclasses.replace(options, build=build)
+    return options
 
 _MODELS_LOCK = threading.Lock()
 _PREDICT_LOCK = threading.Lock()
@@ -94,7 +177,7 @@ def score_images(model_path: str, mtime_ns: int, images: np.ndarray, *,
                  normalize: str | None, mean: Sequence[float] | None,
                  std: Sequence[float] | None, batch_size: int = 64) -> np.ndarray:
     """Class probabilities ``(n, k)`` of ``uint8`` images, with the worker's model."""
-    from .feed import normalize_images
+    from .batches import normalize_images
 
     model = worker_model(model_path, mtime_ns)
     if len(images) == 0:
@@ -110,9 +193,9 @@ def score_images(model_path: str, mtime_ns: int, images: np.ndarray, *,
 def predict_store_block(store: str, storage_options: dict | None, start: int, stop: int,
                         model_path: str, mtime_ns: int, **score_kwargs: Any) -> np.ndarray:
     """Scores of images ``start:stop`` of a store (a whole number of chunks)."""
-    from .feed import _images_array
+    from .batches import images_array
 
-    images = np.asarray(_images_array(store, storage_options)[0][start:stop])
+    images = np.asarray(images_array(store, storage_options)[0][start:stop])
     return score_images(model_path, mtime_ns, images, **score_kwargs)
 
 
@@ -172,7 +255,7 @@ def _assemble(base: pd.DataFrame, scores: np.ndarray, classes: list) -> pd.DataF
 
 def _predict_store(client, config: dict, source: Any, storage_options: dict | None,
                    score_kwargs: dict, chunks_per_task: int) -> pd.DataFrame:
-    from .feed import open_store, store_location
+    from .batches import open_store, store_location
 
     ds = open_store(source, storage_options)
     location = store_location(ds)
@@ -204,7 +287,7 @@ def _catalog_frame(source: Any, storage_options: dict | None,
                    catalog_kwargs: dict) -> tuple[pd.DataFrame, bool]:
     """The normalized catalog as pandas, and whether it is a local source."""
     from .catalog import read_catalog
-    from .fetch import classify_scheme
+    from .urls import classify_scheme
 
     if isinstance(source, pd.DataFrame):
         return source.reset_index(drop=True), True
@@ -217,32 +300,29 @@ def _catalog_frame(source: Any, storage_options: dict | None,
     return catalog.reset_index(drop=True), classify_scheme(str(source)) in ("file", "local")
 
 
-def _build_options(config: dict, build_options: Any, local: bool,
-                   storage_options: dict | None):
-    from .build import BuildOptions
-    from .fetch import FetchOptions
-
-    if isinstance(build_options, BuildOptions):
-        options = build_options
-    else:
-        extra = dict(build_options or {})
-        extra.setdefault("resize_mode", config.get("resize_mode") or "pad")
-        extra.setdefault("allow_local", local)
-        extra.setdefault("fetch", FetchOptions(storage_options=storage_options))
-        options = BuildOptions(size=int(config["size"]), **extra)
-    if options.size != int(config["size"]):
-        raise UserError(f"build size {options.size} differs from the model's {config['size']}")
-    return options
+def _build_options(config: dict, options: PredictOptions, local: bool,
+                   storage_options: dict | None) -> BuildOptions:
+    """The build options of a catalog's media: the model's size, the call's defaults."""
+    build = options.build
+    changes: dict[str, Any] = {
+        "size": int(config["size"]),
+        "resize_mode": options.resize_mode or config.get("resize_mode") or "pad"}
+    if build.allow_local is None:
+        changes["allow_local"] = local
+    if build.fetch.storage_options is None and storage_options is not None:
+        changes["fetch"] = dataclasses.replace(build.fetch, storage_options=storage_options)
+    return dataclasses.replace(build, **changes)
 
 
 def _predict_catalog(client, config: dict, source: Any, storage_options: dict | None,
-                     score_kwargs: dict, catalog_batch_size: int, catalog_kwargs: dict,
-                     build_options: Any) -> pd.DataFrame:
-    catalog, local = _catalog_frame(source, storage_options, catalog_kwargs)
-    options = _build_options(config, build_options, local, storage_options)
-    futures = [client.submit(predict_catalog_batch, catalog.iloc[s:s + catalog_batch_size],
-                             options, pure=False, **score_kwargs)
-               for s in range(0, len(catalog), catalog_batch_size)]
+                     score_kwargs: dict, options: PredictOptions,
+                     catalog_options: dict) -> pd.DataFrame:
+    catalog, local = _catalog_frame(source, storage_options, catalog_options)
+    build = _build_options(config, options, local, storage_options)
+    step = options.catalog_batch_size
+    futures = [client.submit(predict_catalog_batch, catalog.iloc[s:s + step], build,
+                             pure=False, **score_kwargs)
+               for s in range(0, len(catalog), step)]
     parts = client.gather(futures)
     k = len(config["classes"])
     if not parts:
@@ -253,13 +333,11 @@ def _predict_catalog(client, config: dict, source: Any, storage_options: dict | 
     return _assemble(table, scores, config["classes"])
 
 
-def predict(model_dir: str | os.PathLike, source: Any, *,
+def predict(model_dir: str | os.PathLike, source: Any,
+            options: PredictOptions | dict | None = None, *,
             out: str | os.PathLike | None = "predictions.parquet",
-            storage_options: dict | None = None, client: Any = None,
-            scheduler: str | None = None, batch_size: int = 64, chunks_per_task: int = 4,
-            catalog_batch_size: int = 64, source_format: str | None = None,
-            url_column: str | None = None, id_column: str | None = None,
-            label_column: str | None = None, build_options: Any = None) -> pd.DataFrame:
+            storage_options: dict | None = None, catalog_options: dict[str, Any] | None = None,
+            client: Any = None, **overrides: Any) -> pd.DataFrame:
     """Score every image of a store or a catalog with a trained model.
 
     Parameters
@@ -269,27 +347,26 @@ def predict(model_dir: str | os.PathLike, source: Any, *,
     source : str, path or xarray.Dataset
         An image store (a Zarr store, detected by its ``zarr.json``) or anything
         :func:`idigdask.read_catalog` takes.
+    options : PredictOptions or dict, optional
+        Batch sizes, task sizes and how catalog media are fetched and decoded;
+        defaults from the dask config ``idigdask.predict`` (``idigdask.build`` and
+        ``idigdask.fetch`` for the media).
     out : str or path, optional
         Parquet file to write (None: write nothing).
     storage_options : dict, optional
-        fsspec options for the store or catalog.
-    client : distributed.Client, optional
-        Run here; default: the current client, else ``scheduler``, else a LocalCluster
-        started (and closed) for this call (see :func:`idigdask.cluster.get_client`).
-    scheduler : str, optional
-        Address of a Dask scheduler to join.
-    batch_size : int
-        Images per Keras inference step on a worker.
-    chunks_per_task : int
-        Zarr chunks scored by one task (store source).
-    catalog_batch_size : int
-        Catalog rows fetched and scored by one task (catalog source).
-    source_format, url_column, id_column, label_column : str, optional
-        Passed to :func:`idigdask.read_catalog` (as ``format=``, ...).
-    build_options : idigdask.build.BuildOptions or dict, optional
-        How catalog media are fetched and decoded (keyword arguments of
-        ``BuildOptions``); the size, and by default the resize mode, are the model's;
-        local files are fetched by default only for a local catalog, as in ``build``.
+        fsspec options for the store or catalog, and for the media unless
+        ``options.build.fetch`` has its own.
+    catalog_options : dict, optional
+        Extra keyword arguments of :func:`~idigdask.read_catalog` (``url_column``,
+        ``id_column``, ``label_column``, ``format``) when ``source`` is a catalog.
+    client : distributed.Client or str, optional
+        Where to run: this client, or the address of a scheduler to join; else the
+        current client; else what the config ``idigdask.cluster`` says (see
+        :func:`idigdask.get_client`).
+    **overrides
+        Fields of :class:`PredictOptions` (``batch_size=8``), of its
+        :class:`~idigdask.build.BuildOptions` (``allow_local=True``) or of their
+        :class:`~idigdask.fetch.FetchOptions` (``timeout=5``), over ``options``.
 
     Returns
     -------
@@ -301,25 +378,25 @@ def predict(model_dir: str | os.PathLike, source: Any, *,
     ------
     UserError
         If ``model_dir`` is not a model folder or the source cannot be read.
+    OptionError
+        For an option out of range or unknown, naming it.
     """
     from .cluster import get_client
     from .train import read_model_dir
 
+    options = predict_options(options, overrides)
     config = read_model_dir(model_dir)
     model_path = str(Path(config["model_path"]).resolve())
     score_kwargs = dict(model_path=model_path, mtime_ns=os.stat(model_path).st_mtime_ns,
                         normalize=config["normalize"], mean=config["channel_mean"],
-                        std=config["channel_std"], batch_size=batch_size)
-    with get_client(client, scheduler=scheduler) as dask_client:
+                        std=config["channel_std"], batch_size=options.batch_size)
+    with get_client(client) as dask_client:
         if is_store(source, storage_options):
             table = _predict_store(dask_client, config, source, storage_options,
-                                   score_kwargs, chunks_per_task)
+                                   score_kwargs, options.chunks_per_task)
         else:
-            table = _predict_catalog(
-                dask_client, config, source, storage_options, score_kwargs,
-                catalog_batch_size,
-                dict(format=source_format, url_column=url_column, id_column=id_column,
-                     label_column=label_column), build_options)
+            table = _predict_catalog(dask_client, config, source, storage_options,
+                                     score_kwargs, options, catalog_options or {})
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         table.to_parquet(out, index=False)

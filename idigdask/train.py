@@ -1,9 +1,9 @@
 """Train a classifier on a labelled image store, with checkpoints and resume.
 
 :func:`train` splits the labelled images by specimen (see
-:func:`idigdask.feed.split_by_specimen`), feeds them through
-:class:`idigdask.feed.StoreFeed` (read ahead on the Dask workers when a client is
-there), and writes a *model folder*::
+:func:`idigdask.splits.split_by_specimen`), feeds them through
+:class:`idigdask.loaders.keras.StoreFeed` (read ahead on the Dask workers when a client
+is there), and writes a *model folder*::
 
     MODEL_DIR/
         model.keras           the best weights (lowest validation loss)
@@ -16,7 +16,9 @@ there), and writes a *model folder*::
             state.json        epochs done, best validation loss, patience count
 
 Training stops early when the validation loss has not improved for ``patience``
-epochs, and the saved model holds the best epoch's weights.
+epochs, and the saved model holds the best epoch's weights. Its settings are one
+:class:`TrainOptions`, whose defaults are the dask config's ``idigdask.train`` (and
+``idigdask.feed`` for its batches).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,110 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .batches import FeedOptions, open_store, store_location
 from .errors import UserError
-from .feed import class_weights, missing_labels, open_store, split_by_specimen, store_location
+from .models import MODELS
+from .options import check, coerce_fields, setting, with_overrides
+from .splits import class_weights, missing_labels, split_by_specimen
 
 CONFIG_FORMAT = "idigdask-model/1"
+
+
+@dataclass
+class TrainOptions:
+    """How :func:`train` trains: the network, the epochs, the split and the batches.
+
+    Every default is the dask config's ``idigdask.train.<field>`` (``idigdask.yaml``;
+    ``DASK_IDIGDASK__TRAIN__EPOCHS=20``), and ``idigdask.feed.<field>`` for ``feed``;
+    see :mod:`idigdask.options`.
+
+    Parameters
+    ----------
+    label : str
+        The store's label coordinate; -1 or "" mark unlabelled images (left out).
+    model : str
+        A name of :data:`idigdask.models.MODELS`.
+    weights : str, optional
+        Local weights file of a backbone (see :func:`idigdask.models.backbone`);
+        None: random initial weights.
+    epochs : int
+        The last epoch to train (counting epochs done before a resume).
+    learning_rate : float, optional
+        Adam's learning rate; None: :data:`idigdask.models.DEFAULT_LEARNING_RATE`
+        (1e-4, the Smithsonian study's).
+    input_size : int, optional
+        Train the network at this square size (resized inside the model); None: the
+        store's size.
+    patience : int
+        Epochs without a better validation loss before stopping (0: never stop early).
+    lr_patience : int
+        Halve the learning rate when the validation loss has not improved for this
+        many epochs (0: a constant learning rate). It calms the epoch-to-epoch swings
+        of a small network trained with dropout, so that early stopping does not end
+        on one of them.
+    bn_momentum : float, optional
+        Batch-norm momentum of the smithsonian network (None: Keras' 0.99); 0.9 suits
+        short runs of a few hundred steps (see :func:`idigdask.models.smithsonian_cnn`).
+        Backbones ignore it.
+    fractions : tuple of 3 floats
+        Train, validation and test shares of the specimens.
+    seed : int
+        Seed of the split, the order of the images, the augmentation and the initial
+        weights (it is the seed of both feeds).
+    augment : bool
+        Random flips, quarter turns, small translations, brightness and contrast on
+        the training batches (see :func:`idigdask.batches.augment_images`); the
+        validation batches are never augmented.
+    resume : bool
+        Continue from ``out/checkpoints/last.keras`` at the next epoch.
+    verbose : int
+        0: silent; 1: one line per epoch.
+    feed : FeedOptions
+        The batches: ``batch_size`` (images per training step), ``window_chunks``,
+        ``prefetch`` and the ``keras.utils.PyDataset`` settings. Its ``shuffle``,
+        ``augment``, ``seed``, ``one_hot`` and normalization are set by training
+        itself: the training split is shuffled and augmented (``augment``), the
+        validation split is not, both use ``seed``, and the scaling is the one the
+        model expects (:func:`idigdask.models.input_scaling`) with the store's
+        channel statistics.
+    """
+
+    label: str = setting("train.label")
+    model: str = setting("train.model")
+    weights: str | None = setting("train.weights")
+    epochs: int = setting("train.epochs")
+    learning_rate: float | None = setting("train.learning-rate")
+    input_size: int | None = setting("train.input-size")
+    patience: int = setting("train.patience")
+    lr_patience: int = setting("train.lr-patience")
+    bn_momentum: float | None = setting("train.bn-momentum")
+    fractions: tuple[float, float, float] = setting("train.fractions")
+    seed: int = setting("train.seed")
+    augment: bool = setting("train.augment")
+    resume: bool = setting("train.resume")
+    verbose: int = setting("train.verbose")
+    feed: FeedOptions = field(default_factory=FeedOptions)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, os.PathLike):
+            self.weights = os.fspath(self.weights)
+        if isinstance(self.feed, dict):
+            self.feed = FeedOptions(**self.feed)
+        coerce_fields(self)
+        if not isinstance(self.feed, FeedOptions):
+            raise UserError(f"feed must be a FeedOptions, not {type(self.feed).__name__}")
+        check(self, {
+            "model": (lambda v: v.lower() in MODELS, f"one of {', '.join(MODELS)}"),
+            "epochs": (lambda v: v >= 1, "at least 1"),
+            "learning_rate": (lambda v: v is None or v > 0, "above 0"),
+            "input_size": (lambda v: v is None or v >= 1, "at least 1 pixel"),
+            "patience": (lambda v: v >= 0, "0 or more"),
+            "lr_patience": (lambda v: v >= 0, "0 or more"),
+            "bn_momentum": (lambda v: v is None or 0 <= v <= 1, "from 0 to 1"),
+            "fractions": (lambda v: all(f >= 0 for f in v) and sum(v) > 0,
+                          "three non-negative shares, not all 0"),
+            "verbose": (lambda v: v >= 0, "0 or more"),
+        })
 
 
 @dataclass
@@ -245,65 +347,30 @@ def _make_callback(model_dir: Path, state: dict, history: dict, patience: int, v
 # ---------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------
-def train(store: Any, *, label: str = "label", model: str = "smithsonian", epochs: int = 10,
-          batch_size: int = 32, out: str | os.PathLike = "model", seed: int = 0,
-          input_size: int | None = None, learning_rate: float | None = None,
-          patience: int = 3, augment: bool = True, resume: bool = False, client: Any = None,
-          storage_options: dict | None = None, verbose: int = 1,
-          weights: str | None = None, fractions: tuple = (0.7, 0.15, 0.15),
-          window_chunks: int = 4, prefetch: int = 4,
-          bn_momentum: float | None = None, lr_patience: int = 0) -> TrainResult:
+def train(store: Any, out: str | os.PathLike = "model",
+          options: TrainOptions | dict | None = None, *, client: Any = None,
+          storage_options: dict | None = None, **overrides: Any) -> TrainResult:
     """Train a classifier on the labelled images of a store.
 
     Parameters
     ----------
     store : str, path or xarray.Dataset
         The image store (local path or fsspec URL) built by ``idigdask build``.
-    label : str
-        The store's label coordinate; -1 or "" mark unlabelled images (left out).
-    model : str
-        A name of :data:`idigdask.models.MODELS`.
-    epochs : int
-        The last epoch to train (counting epochs done before a resume).
-    batch_size : int
-        Images per training step.
     out : str or path
         The model folder to write (replaced unless ``resume``).
-    seed : int
-        Seed of the split, the order of the images, the augmentation and the weights.
-    input_size : int, optional
-        Train the network at this square size (resized inside the model).
-    learning_rate : float, optional
-        Adam's learning rate (default 1e-4).
-    patience : int
-        Epochs without a better validation loss before stopping (0: never stop early).
-    augment : bool
-        Random flips, quarter turns, small translations, brightness and contrast on
-        training batches (see :func:`idigdask.feed.augment_images`).
-    resume : bool
-        Continue from ``out/checkpoints/last.keras`` at the next epoch.
+    options : TrainOptions or dict, optional
+        The network, epochs, split and batches; defaults from the dask config
+        ``idigdask.train`` and ``idigdask.feed``.
     client : distributed.Client, optional
         Read batches on this client's workers; None uses the current client if there
-        is one and a local thread pool otherwise; False forces the thread pool.
+        is one and a local thread pool otherwise; False forces the thread pool (the
+        feed's rule, :func:`idigdask.loaders.keras.resolve_client`: training never
+        starts a cluster).
     storage_options : dict, optional
         fsspec options for a remote store (never saved).
-    verbose : int
-        0: silent; 1: one line per epoch.
-    weights : str, optional
-        Local weights file of a backbone (see :func:`idigdask.models.backbone`).
-    fractions : 3 floats
-        Train, validation and test shares of the specimens.
-    window_chunks, prefetch : int
-        See :class:`idigdask.feed.StoreFeed`.
-    bn_momentum : float, optional
-        Batch-norm momentum of the smithsonian network (default: Keras' 0.99); 0.9
-        suits short runs of a few hundred steps (see
-        :func:`idigdask.models.smithsonian_cnn`). Backbones ignore it.
-    lr_patience : int
-        Halve the learning rate when the validation loss has not improved for this
-        many epochs (0: a constant learning rate). It calms the epoch-to-epoch swings
-        of a small network trained with dropout, so that early stopping does not end
-        on one of them.
+    **overrides
+        Fields of :class:`TrainOptions` or of its :class:`~idigdask.batches.FeedOptions`
+        (``epochs=2``, ``batch_size=16``), over ``options``.
 
     Returns
     -------
@@ -314,10 +381,23 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
     UserError
         If the store has no such label, fewer than two classes, too few specimens for
         the split, or ``resume`` finds no checkpoint.
+    OptionError
+        For an option out of range or unknown, naming it.
+
+    Examples
+    --------
+    >>> idigdask.train("sheets.zarr", "model", epochs=20, batch_size=16)  # doctest: +SKIP
     """
+    # checked before Keras loads, so that a bad option is one line with no TensorFlow log
+    options = with_overrides(TrainOptions, options, overrides, nested={"feed": FeedOptions})
+    label, model, seed = options.label, options.model, options.seed
+    epochs, patience, lr_patience = options.epochs, options.patience, options.lr_patience
+    resume, verbose, augment = options.resume, options.verbose, options.augment
+    batch_size = options.feed.batch_size
+
     import keras
 
-    from .feed import StoreFeed
+    from .loaders.keras import StoreFeed
     from .models import build_model, compile_model, input_scaling
 
     started = time.perf_counter()
@@ -338,7 +418,7 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
         state = {"epochs_done": 0, "best_val_loss": float("inf"), "best_epoch": 0,
                  "best_val_accuracy": None, "wait": 0, "stopped_early": False}
         history = {}
-        table = _make_split(ds, keep, codes, classes, seed, fractions)
+        table = _make_split(ds, keep, codes, classes, seed, options.fractions)
         _check_split(table)
         table.to_parquet(model_dir / "split.parquet", index=False)
     code_of = {c: i for i, c in enumerate(classes)}
@@ -352,12 +432,12 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
         "format": CONFIG_FORMAT, "label": label, "classes": classes, "model": model,
         "store": store_location(ds), "size": int(ds.attrs.get("size", image_shape[0])),
         "image_shape": list(image_shape), "resize_mode": ds.attrs.get("resize_mode"),
-        "input_size": input_size, "normalize": normalize,
+        "input_size": options.input_size, "normalize": normalize,
         "channel_mean": mean, "channel_std": std, "seed": seed, "batch_size": batch_size,
-        "epochs": epochs, "learning_rate": learning_rate, "patience": patience,
-        "augment": augment, "fractions": list(fractions),
+        "epochs": epochs, "learning_rate": options.learning_rate, "patience": patience,
+        "augment": augment, "fractions": list(options.fractions),
         # backbones keep their own batch-norm settings (see build_model)
-        "bn_momentum": bn_momentum if model.lower() == "smithsonian" else None,
+        "bn_momentum": options.bn_momentum if model.lower() == "smithsonian" else None,
         "lr_patience": lr_patience,
         "catalog_source": ds.attrs.get("catalog_source"),
         "store_created": ds.attrs.get("created"),
@@ -369,18 +449,20 @@ def train(store: Any, *, label: str = "label", model: str = "smithsonian", epoch
     if resume:
         net = keras.saving.load_model(model_dir / "checkpoints" / "last.keras", safe_mode=True)
     else:
-        net = compile_model(build_model(model, image_shape, len(classes), weights=weights,
-                                        input_size=input_size, bn_momentum=bn_momentum),
-                            learning_rate)
+        net = compile_model(build_model(model, image_shape, len(classes),
+                                        weights=options.weights, input_size=options.input_size,
+                                        bn_momentum=options.bn_momentum),
+                            options.learning_rate)
 
-    def feed(part: str, **kwargs):
+    def feed(part: str, **settings):
         rows = table[table["split"] == part]
+        # the scaling the model expects, with the store's statistics (see TrainOptions.feed)
+        feed_options = replace(options.feed, seed=seed, normalize=normalize, one_hot=False,
+                               mean=mean, std=std, **settings)
         return StoreFeed(ds, rows["image_index"].to_numpy(),
-                         rows["label"].map(code_of).to_numpy(), n_classes=len(classes),
-                         batch_size=batch_size, seed=seed, normalize=normalize, mean=mean,
-                         std=std, client="auto" if client is None else client,
-                         window_chunks=window_chunks, prefetch=prefetch,
-                         storage_options=storage_options, **kwargs)
+                         rows["label"].map(code_of).to_numpy(), feed_options,
+                         n_classes=len(classes), client="auto" if client is None else client,
+                         storage_options=storage_options)
 
     train_feed = feed("train", shuffle=True, augment=augment)
     val_feed = feed("val", shuffle=False, augment=False)

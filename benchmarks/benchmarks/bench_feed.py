@@ -1,4 +1,4 @@
-"""Feed: batches/s of :class:`idigdask.feed.StoreFeed` over a local store, with and
+"""Feed: batches/s of :class:`idigdask.loaders.keras.StoreFeed` over a local store, with and
 without a Dask client."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #: would otherwise be served from memory after the first epoch, which is not what
 #: training on a real (larger than the cache) store sees. Source text, so that Dask
 #: workers, which cannot import this module, can run it too.
-FRESH_CHUNK_CACHE = ("from idigdask import feed\n"
-                     "feed._CHUNKS = feed._ChunkCache(feed.CHUNK_CACHE_BYTES)\n")
+FRESH_CHUNK_CACHE = ("from idigdask import batches\n"
+                     "batches._CHUNKS = batches._ChunkCache(batches.CHUNK_CACHE_BYTES)\n")
 
 
 class FeedSuite:
@@ -39,7 +39,7 @@ class FeedSuite:
         return image_store(self.n)
 
     def setup(self, store: str, reader: str) -> None:
-        from idigdask.feed import StoreFeed
+        from idigdask.loaders.keras import StoreFeed
 
         self.client = self.cluster = None
         if reader == "dask":

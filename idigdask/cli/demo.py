@@ -35,8 +35,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.n < 20:
         raise UserError("-n must be at least 20 so that every split holds both classes")
-    if args.epochs < 1:
-        raise UserError("--epochs must be at least 1")
+    # --epochs, --model and --seed are checked by the training options (named as flags)
     # progress goes to stderr so that --json output stays clean on stdout
     try:
         width, height = (int(v) for v in args.sheet_size.lower().split("x"))

@@ -7,6 +7,9 @@ from typing import Any
 
 from . import storage_options_arg
 
+#: The flags that set a field of EvaluateOptions, by field name.
+OPTION_FLAGS = ("batch_size", "n_worst")
+
 
 def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score a model on its held-out test specimens",
@@ -16,18 +19,24 @@ def register(sub) -> argparse.ArgumentParser:
                    help="the image store (default: the one the model was trained on)")
     p.add_argument("-o", "--output", default=None, metavar="REPORT_DIR",
                    help="where metrics.json and the plots go (MODEL_DIR/evaluation)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per inference step (64)")
     p.add_argument("--storage-options", default=None, metavar="JSON",
                    help="fsspec storage options of the store, as JSON")
+    # every default is the dask config's (idigdask.yaml): a flag given overrides it
+    option = p.add_argument_group("evaluation options (defaults: dask config idigdask.evaluate)")
+    option.add_argument("--batch-size", type=int, help="images per inference step (64)")
+    option.add_argument("--n-worst", type=int, metavar="N",
+                        help="worst-classified test images listed and shown (16)")
     return p
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..evaluate import evaluate
 
-    metrics = evaluate(args.model_dir, args.store, out=args.output,
+    overrides = {name: getattr(args, name) for name in OPTION_FLAGS
+                 if getattr(args, name) is not None}
+    metrics = evaluate(args.model_dir, args.store, overrides, out=args.output,
                        storage_options=storage_options_arg(args.storage_options),
-                       batch_size=args.batch_size, client=False)
+                       client=False)
     return {
         "report_dir": metrics["report_dir"], "test_images": metrics["n"],
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro"]["f1"],

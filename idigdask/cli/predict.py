@@ -7,6 +7,11 @@ from typing import Any
 
 from . import add_catalog_options, storage_options_arg
 
+#: The flags that set a field of PredictOptions, of its BuildOptions or of their
+#: FetchOptions, by field name.
+OPTION_FLAGS = ("batch_size", "chunks_per_task", "catalog_batch_size", "resize_mode",
+                "allow_local", "allow_private")
+
 
 def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score the images of a store or a catalog",
@@ -16,38 +21,35 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="predictions.parquet", metavar="PARQUET",
                    help="where the predictions go (predictions.parquet)")
     add_catalog_options(p)
-    p.add_argument("--batch-size", type=int, default=64, help="images per inference step (64)")
-    p.add_argument("--chunks-per-task", type=int, default=4,
-                   help="store chunks scored by one task (4)")
-    p.add_argument("--catalog-batch-size", type=int, default=64,
-                   help="catalog rows fetched and scored by one task (64)")
-    p.add_argument("--allow-local", action="store_true",
-                   help="fetch local files even when the catalog is remote")
-    p.add_argument("--allow-private", action="store_true",
-                   help="fetch media from loopback and private network addresses too")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="join this Dask scheduler instead of starting a LocalCluster")
+    # every default is the dask config's (idigdask.yaml): a flag given overrides it
+    option = p.add_argument_group("prediction options (defaults: dask config "
+                                  "idigdask.predict, idigdask.build, idigdask.fetch)")
+    option.add_argument("--batch-size", type=int, help="images per inference step (64)")
+    option.add_argument("--chunks-per-task", type=int, help="store chunks scored by one task (4)")
+    option.add_argument("--catalog-batch-size", type=int,
+                        help="catalog rows fetched and scored by one task (64)")
+    option.add_argument("--resize-mode", choices=["pad", "crop", "stretch"],
+                        help="how catalog images are resized (the model's)")
+    option.add_argument("--allow-local", action="store_const", const=True,
+                        help="fetch local files even when the catalog is remote")
+    option.add_argument("--allow-private", action="store_const", const=True,
+                        help="fetch media from loopback and private network addresses too")
     return p
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..fetch import FetchOptions
     from ..predict import predict
 
-    storage_options = storage_options_arg(args.storage_options)
-    build_options: dict[str, Any] = {}
-    if args.allow_local:
-        build_options["allow_local"] = True
-    if args.allow_private:
-        build_options["fetch"] = FetchOptions(storage_options=storage_options, allow_private=True)
+    catalog_options = {k: v for k, v in {
+        "format": args.source_format, "url_column": args.url_column,
+        "id_column": args.id_column, "label_column": args.label_column}.items() if v}
+    overrides = {name: getattr(args, name) for name in OPTION_FLAGS
+                 if getattr(args, name) is not None}
     table = predict(args.model_dir, args.source, out=args.output,
-                    storage_options=storage_options,
-                    scheduler=args.scheduler, batch_size=args.batch_size,
-                    chunks_per_task=args.chunks_per_task,
-                    catalog_batch_size=args.catalog_batch_size,
-                    source_format=args.source_format, url_column=args.url_column,
-                    id_column=args.id_column, label_column=args.label_column,
-                    build_options=build_options or None)
+                    storage_options=storage_options_arg(args.storage_options),
+                    catalog_options=catalog_options, client=args.scheduler, **overrides)
     predicted = table.loc[table["status"] == "ok", "predicted"].astype(str).value_counts()
     return {
         "output": args.output, "images": len(table),

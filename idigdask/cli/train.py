@@ -7,6 +7,11 @@ from typing import Any
 
 from . import storage_options_arg
 
+#: The flags that set a field of TrainOptions or of its FeedOptions, by field name.
+OPTION_FLAGS = ("label", "model", "weights", "epochs", "batch_size", "seed", "input_size",
+                "learning_rate", "patience", "lr_patience", "bn_momentum", "augment",
+                "resume", "verbose")
+
 
 def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a CNN on a labelled image store",
@@ -14,26 +19,37 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("store", help="the image store: a folder or fsspec URL")
     p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR",
                    help="the model folder to write")
-    p.add_argument("--label", default="label", help="the store's label coordinate (label)")
-    p.add_argument("--model", default="smithsonian",
-                   help="smithsonian, resnet50, mobilenetv3, efficientnetb0 (smithsonian)")
-    p.add_argument("--weights", default=None, metavar="FILE",
-                   help="local weights file of a backbone (never downloaded)")
-    p.add_argument("--epochs", type=int, default=10, help="epochs (10)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step (32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of split, order and weights (0)")
-    p.add_argument("--input-size", type=int, default=None, metavar="PX",
-                   help="train the network at this size (resized inside the model)")
-    p.add_argument("--learning-rate", type=float, default=None, help="Adam learning rate (1e-4)")
-    p.add_argument("--patience", type=int, default=3,
-                   help="epochs without a better val_loss before stopping; 0: never (3)")
-    p.add_argument("--no-augment", action="store_true", help="no flips, turns or colour jitter")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--storage-options", default=None, metavar="JSON",
                    help="fsspec storage options of the store, as JSON")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="read batches on the workers of this Dask scheduler")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    # every default is the dask config's (idigdask.yaml): a flag given overrides it
+    option = p.add_argument_group("training options (defaults: dask config idigdask.train "
+                                  "and idigdask.feed)")
+    option.add_argument("--label", help="the store's label coordinate (label)")
+    option.add_argument("--model",
+                        help="smithsonian, resnet50, mobilenetv3, efficientnetb0 (smithsonian)")
+    option.add_argument("--weights", metavar="FILE",
+                        help="local weights file of a backbone (never downloaded)")
+    option.add_argument("--epochs", type=int, help="epochs (10)")
+    option.add_argument("--batch-size", type=int, help="images per step (32)")
+    option.add_argument("--seed", type=int, help="seed of split, order and weights (0)")
+    option.add_argument("--input-size", type=int, metavar="PX",
+                        help="train the network at this size (resized inside the model)")
+    option.add_argument("--learning-rate", type=float, help="Adam learning rate (1e-4)")
+    option.add_argument("--patience", type=int,
+                        help="epochs without a better val_loss before stopping; 0: never (3)")
+    option.add_argument("--lr-patience", type=int,
+                        help="halve the learning rate after this many epochs without a "
+                             "better val_loss; 0: never (0)")
+    option.add_argument("--bn-momentum", type=float,
+                        help="batch-norm momentum of the smithsonian network (0.99)")
+    option.add_argument("--no-augment", dest="augment", action="store_const", const=False,
+                        help="no flips, turns, shifts or colour jitter")
+    option.add_argument("--resume", action="store_const", const=True,
+                        help="continue from the last checkpoint")
+    option.add_argument("--quiet", dest="verbose", action="store_const", const=0,
+                        help="no per-epoch lines")
     return p
 
 
@@ -41,18 +57,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..train import train
 
     storage_options = storage_options_arg(args.storage_options)
-    kwargs = dict(label=args.label, model=args.model, epochs=args.epochs,
-                  batch_size=args.batch_size, out=args.output, seed=args.seed,
-                  input_size=args.input_size, learning_rate=args.learning_rate,
-                  patience=args.patience, augment=not args.no_augment, resume=args.resume,
-                  storage_options=storage_options, verbose=0 if args.quiet else 1,
-                  weights=args.weights)
+    overrides = {name: getattr(args, name) for name in OPTION_FLAGS
+                 if getattr(args, name) is not None}
     if args.scheduler:
         from ..cluster import get_client
 
-        with get_client(scheduler=args.scheduler) as client:
-            result = train(args.store, client=client, **kwargs)
+        with get_client(args.scheduler) as client:
+            result = train(args.store, args.output, overrides, client=client,
+                           storage_options=storage_options)
     else:
         # Without a scheduler, batches are read ahead in a local thread pool.
-        result = train(args.store, client=False, **kwargs)
+        result = train(args.store, args.output, overrides, client=False,
+                       storage_options=storage_options)
     return result.summary()

@@ -57,7 +57,8 @@ def test_model_errors_are_user_errors(tmp_path):
 JAX_SCRIPT = textwrap.dedent("""
     import json, sys
     import keras, numpy as np
-    from idigdask.feed import StoreFeed, open_store
+    from idigdask.batches import open_store
+    from idigdask.loaders.keras import StoreFeed
     from idigdask.models import build_model, compile_model
     ds = open_store(sys.argv[1])
     labels = ds["label"].values

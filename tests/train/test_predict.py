@@ -11,7 +11,7 @@ from PIL import Image
 
 from idigdask.cli import main
 from idigdask.errors import UserError
-from idigdask.feed import normalize_images, open_store
+from idigdask.batches import normalize_images, open_store
 from idigdask.predict import is_store, predict
 from idigdask.testing.media_server import MediaServer
 
@@ -66,7 +66,8 @@ def test_predict_catalog_agrees_with_store(trained_model, tiny_store, dask_clien
         catalog = tmp_path / "catalog.csv"
         pd.DataFrame(rows).to_csv(catalog, index=False)
         table = predict(model_dir, str(catalog), out=tmp_path / "c.parquet",
-                        client=dask_client, id_column="id", catalog_batch_size=5)
+                        client=dask_client, catalog_options={"id_column": "id"},
+                        catalog_batch_size=5)
     by_id = table.set_index("media_uuid")
     assert by_id.loc["gone-0000", "status"] == "failed"
     assert by_id.loc["nourl-0000", "status"] == "excluded"

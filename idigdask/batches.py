@@ -1,0 +1,483 @@
+"""Batches of a Zarr image store: the feed's options and the work done on the workers.
+
+The store (see :mod:`idigdask.store`) is chunked along ``image`` only, so reading one
+image costs a whole compressed chunk. A feed therefore visits chunks, not images: each
+epoch it shuffles the order of the chunks and then the images inside a window of a few
+chunks (:func:`epoch_order`), so a batch touches only a handful of chunks while every
+selected image is still seen exactly once per epoch.
+
+Reading, augmenting and normalizing a batch are pure functions (:func:`load_batch`)
+that run on the Dask workers, which therefore never import Keras: the Keras
+``PyDataset`` that submits them lives in :mod:`idigdask.loaders.keras`. Each process
+keeps its open ``images`` arrays and a small cache of decompressed chunks, keyed by
+the store's state.
+
+:class:`FeedOptions` holds a feed's settings (batch size, order, scaling,
+augmentation, read-ahead); their defaults are the dask config's ``idigdask.feed``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .options import check, coerce_fields, setting
+from .store import zarr_storage_options
+
+__all__ = ["FeedOptions", "NORMALIZE_MODES", "augment_images", "epoch_order", "images_array",
+           "load_batch", "normalize_images", "open_store", "read_images", "store_location"]
+
+#: Bytes of decompressed chunks kept per process, so that the batches of one window
+#: decompress each chunk about once.
+CHUNK_CACHE_BYTES = 256 * 2**20
+
+#: How a feed turns pixels into network input (see :func:`normalize_images`).
+NORMALIZE_MODES = ("store", "unit", None)
+
+
+# ---------------------------------------------------------------------------------
+# The feed's options
+# ---------------------------------------------------------------------------------
+@dataclass
+class FeedOptions:
+    """How a feed cuts, orders, scales and reads ahead the batches of a store.
+
+    Every default is the dask config's ``idigdask.feed.<field>`` (``idigdask.yaml``;
+    ``DASK_IDIGDASK__FEED__BATCH_SIZE=64``), see :mod:`idigdask.options`.
+
+    Parameters
+    ----------
+    batch_size : int
+        Images per batch.
+    shuffle : bool
+        Chunk-aware shuffle each epoch (see :func:`epoch_order`); False: store order.
+    seed : int
+        Seed of the order and of the augmentation: the same seed gives the same
+        batches on any worker.
+    window_chunks : int
+        Chunks whose images the shuffle mixes together; more mixes better and costs
+        more chunk reads per batch.
+    normalize : {"store", "unit", None}
+        ``"store"``: per-channel ``(x - mean) / std``; ``"unit"``: ``x / 255``; None:
+        the raw 0..255 values (see :func:`normalize_images`).
+    mean, std : tuple of float, optional
+        Channel statistics for ``"store"``, in pixel units; None: the store's
+        ``channel_mean`` and ``channel_std`` attributes.
+    augment : bool
+        Random flips, quarter turns, small translations, brightness and contrast
+        (training only; see :func:`augment_images`).
+    one_hot : bool
+        Yield one-hot ``float32`` labels instead of class indices.
+    prefetch : int
+        Batches requested ahead of the one being consumed (0: none).
+    workers : int
+        Threads (or processes) Keras itself uses to call the feed
+        (:class:`keras.utils.PyDataset`); the reads are already parallel, so 1 suffices.
+    use_multiprocessing : bool
+        Let Keras call the feed from worker processes (:class:`keras.utils.PyDataset`).
+    max_queue_size : int
+        Batches Keras queues when ``workers`` > 1 (:class:`keras.utils.PyDataset`).
+    """
+
+    batch_size: int = setting("feed.batch-size")
+    shuffle: bool = setting("feed.shuffle")
+    seed: int = setting("feed.seed")
+    window_chunks: int = setting("feed.window-chunks")
+    normalize: str | None = setting("feed.normalize")
+    mean: tuple[float, ...] | None = setting("feed.mean")
+    std: tuple[float, ...] | None = setting("feed.std")
+    augment: bool = setting("feed.augment")
+    one_hot: bool = setting("feed.one-hot")
+    prefetch: int = setting("feed.prefetch")
+    workers: int = setting("feed.workers")
+    use_multiprocessing: bool = setting("feed.use-multiprocessing")
+    max_queue_size: int = setting("feed.max-queue-size")
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        check(self, {
+            "batch_size": (lambda v: v >= 1, "at least 1"),
+            "window_chunks": (lambda v: v >= 1, "at least 1"),
+            "normalize": (lambda v: v in NORMALIZE_MODES, "'store', 'unit' or None"),
+            "mean": (lambda v: v is None or len(v) >= 1, "one value per channel"),
+            "std": (lambda v: v is None or len(v) >= 1, "one value per channel"),
+            "prefetch": (lambda v: v >= 0, "0 or more"),
+            "workers": (lambda v: v >= 1, "at least 1"),
+            "max_queue_size": (lambda v: v >= 1, "at least 1"),
+        })
+
+
+# ---------------------------------------------------------------------------------
+# Opening the store
+# ---------------------------------------------------------------------------------
+def open_store(store: Any, storage_options: dict | None = None):
+    """An image store as a lazy :class:`xarray.Dataset`; an opened Dataset as it is.
+
+    Parameters
+    ----------
+    store : str, path or xarray.Dataset
+        A local path or fsspec URL of a store (opened with
+        :func:`idigdask.store.open_dataset`), or an already opened Dataset.
+    storage_options : dict, optional
+        fsspec options for a remote store.
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Raises
+    ------
+    UserError
+        If ``store`` is not an image store.
+    """
+    import xarray as xr
+
+    from .store import open_dataset
+
+    if isinstance(store, xr.Dataset):
+        return store
+    try:
+        return open_dataset(str(store), storage_options=storage_options)
+    except (FileNotFoundError, KeyError) as exc:  # a store whose metadata is broken
+        raise UserError(f"{store}: not an image store ({exc.__class__.__name__})") from None
+
+
+def store_location(ds) -> str | None:
+    """Return the path or URL a Dataset was opened from, or None for an in-memory one."""
+    source = ds.encoding.get("source")
+    return str(source) if source else None
+
+
+# ---------------------------------------------------------------------------------
+# Per-process caches of open arrays and decompressed chunks
+# ---------------------------------------------------------------------------------
+#: Open ``images`` arrays, per store and options: ``key -> (stamp, array)``.
+_ARRAYS: dict[str, tuple[tuple, Any]] = {}
+_ARRAYS_LOCK = threading.Lock()
+
+#: Fields of :meth:`fsspec.AbstractFileSystem.info` that change when a file is
+#: rewritten: local inode and times, object-store tags, versions and times.
+_STAMP_FIELDS = ("ino", "mtime", "created", "size", "ETag", "etag", "LastModified",
+                 "last_modified", "VersionId", "version_id", "generation", "md5Hash",
+                 "mtime_ns", "updated")
+
+
+def _store_stamp(store: str, storage_options: dict | None) -> tuple:
+    """A cheap token of the store's current state: the stat of ``images/zarr.json``.
+
+    The array's metadata file is written when the store is created and rewritten on
+    every resize (a build appends by resizing before it writes any pixels), so a store
+    deleted and rebuilt at the same path, or extended, gets another token. It costs one
+    ``stat`` (a HEAD on object stores) per batch; a file system whose listing gives no
+    such fields falls back to the file's content (the shape).
+    """
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(store, **(storage_options or {}))
+    meta = path.rstrip("/") + "/images/zarr.json"
+    fs.invalidate_cache(meta)  # a listing cached by the file system would be stale
+    try:
+        info = fs.info(meta)
+    except FileNotFoundError:
+        return ("missing",)
+    stamp = tuple((k, str(info[k])) for k in _STAMP_FIELDS if info.get(k) is not None)
+    if not any(k != "size" for k, _ in stamp):
+        stamp += (("content", fs.cat_file(meta)),)
+    return stamp
+
+
+def images_array(store: str, storage_options: dict | None) -> tuple[Any, tuple]:
+    """Return the ``images`` Zarr array of a store and the key of its cached chunks.
+
+    The array is opened once per process and state of the store: when the store's
+    stamp (see :func:`_store_stamp`) changes, it is opened again (a Zarr array keeps
+    the shape it was opened with) and the chunks cached for the old state are dropped.
+    """
+    import zarr
+
+    key = store + "\0" + json.dumps(storage_options or {}, sort_keys=True, default=str)
+    # stamped before opening: a change in between only costs one more open later
+    stamp = _store_stamp(store, storage_options)
+    with _ARRAYS_LOCK:
+        cached = _ARRAYS.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1], (key, stamp)
+        if cached is not None:
+            _CHUNKS.drop(lambda k: k[0][0] == key)
+        group = zarr.open_group(store, mode="r",
+                                storage_options=zarr_storage_options(store, storage_options or None))
+        arr = group["images"]
+        _ARRAYS[key] = (stamp, arr)
+    return arr, (key, stamp)
+
+
+class _ChunkCache:
+    """A small per-process LRU of decompressed chunks, bounded in bytes."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: np.ndarray) -> None:
+        with self._lock:
+            if key in self._data:
+                return
+            self._data[key] = value
+            self._bytes += value.nbytes
+            while self._bytes > self.max_bytes and len(self._data) > 1:
+                _, old = self._data.popitem(last=False)
+                self._bytes -= old.nbytes
+
+    def drop(self, stale: Callable[[tuple], bool]) -> None:
+        """Forget the entries whose key satisfies ``stale(key)``."""
+        with self._lock:
+            for key in [k for k in self._data if stale(k)]:
+                self._bytes -= self._data.pop(key).nbytes
+
+
+_CHUNKS = _ChunkCache(CHUNK_CACHE_BYTES)
+
+
+# ---------------------------------------------------------------------------------
+# Pure per-batch functions (they run on the workers)
+# ---------------------------------------------------------------------------------
+def read_images(source: Any, indices: np.ndarray, chunk_size: int,
+                storage_options: dict | None = None) -> np.ndarray:
+    """Read images by index, one read per chunk touched.
+
+    Parameters
+    ----------
+    source : str or array-like
+        A store path/URL (its ``images`` array is opened lazily, once per process), or
+        anything sliceable along the first axis (a Zarr or xarray array).
+    indices : numpy.ndarray of int
+        Image indices, in the order wanted.
+    chunk_size : int
+        Images per chunk of the store.
+    storage_options : dict, optional
+        fsspec options for a remote store.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` images of shape ``(len(indices), size, size, 3)`` in that order.
+
+    Notes
+    -----
+    Every chunk touched is read whole (Zarr decompresses whole chunks anyway) and kept
+    in a small per-process cache, so the other batches of the same window find it.
+    The cache is keyed by the store's state, checked at every call with one ``stat``
+    of the array's metadata: a store rebuilt at the same path, or extended, is read
+    afresh. Pixels rewritten in place without a resize (a Zarr region write) are not
+    noticed.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    if isinstance(source, str):
+        arr, key0 = images_array(source, storage_options)
+    else:
+        arr, key0 = source, id(source)
+    n = arr.shape[0]
+    out = None
+    chunk_ids = indices // chunk_size
+    for cid in np.unique(chunk_ids):
+        start, stop = int(cid) * chunk_size, min(int(cid + 1) * chunk_size, n)
+        block = _CHUNKS.get((key0, start, stop)) if isinstance(source, str) else None
+        if block is None:
+            block = np.asarray(arr[start:stop])
+            if isinstance(source, str):
+                _CHUNKS.put((key0, start, stop), block)
+        if out is None:
+            out = np.empty((len(indices),) + block.shape[1:], dtype=block.dtype)
+        where = np.nonzero(chunk_ids == cid)[0]
+        out[where] = block[indices[where] - start]
+    if out is None:
+        out = np.empty((0,) + tuple(arr.shape[1:]), dtype=np.uint8)
+    return out
+
+
+def normalize_images(images: np.ndarray, mode: str | None,
+                     mean: Sequence[float] | None = None,
+                     std: Sequence[float] | None = None) -> np.ndarray:
+    """Turn images into ``float32`` network input.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        Pixels in 0..255 (uint8 or float), channels last.
+    mode : {"store", "unit", None}
+        ``"store"``: ``(x - mean) / std`` per channel with the store's statistics;
+        ``"unit"``: ``x / 255``; None: the raw 0..255 values as float32 (for networks
+        that carry their own preprocessing).
+    mean, std : sequence of 3 floats, optional
+        Channel statistics in pixel units, needed for ``"store"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` array of the same shape.
+    """
+    x = images.astype(np.float32, copy=True)
+    if mode == "store":
+        if mean is None or std is None:
+            raise UserError("normalize='store' needs channel_mean and channel_std")
+        x -= np.asarray(mean, dtype=np.float32)
+        x /= np.maximum(np.asarray(std, dtype=np.float32), 1e-6)
+    elif mode == "unit":
+        x /= 255.0
+    elif mode is not None:
+        raise UserError(f"unknown normalize mode {mode!r}: use 'store', 'unit' or None")
+    return x
+
+
+def augment_images(images: np.ndarray, rng: np.random.Generator,
+                   brightness: float = 0.1, contrast: float = 0.1,
+                   shift: float = 0.125) -> np.ndarray:
+    """Randomly flip, rotate, shift and change the brightness and contrast of each image.
+
+    Herbarium sheets have no preferred orientation or position for the features that
+    matter (stains, leaves), so flips, quarter turns (square images only) and small
+    translations keep the label. The translations matter most for networks that
+    flatten their feature maps into dense layers: without them such a network learns
+    where the stains of its training sheets were rather than what a stain looks like.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``(n, h, w, c)`` pixels in 0..255.
+    rng : numpy.random.Generator
+        The source of randomness (seed it for reproducible batches).
+    brightness : float
+        Largest shift, as a fraction of 255.
+    contrast : float
+        Largest relative change of contrast around each image's mean.
+    shift : float
+        Largest translation along each axis, as a fraction of the side; the uncovered
+        strip is filled with the image's median colour (the paper, on most sheets).
+        0 turns translations off.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` images in 0..255, same shape.
+    """
+    out = images.astype(np.float32, copy=True)
+    square = out.shape[1] == out.shape[2]
+    for i in range(out.shape[0]):
+        img = out[i]
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        if rng.random() < 0.5:
+            img = img[::-1]
+        if square:
+            img = np.rot90(img, k=int(rng.integers(4)))
+        if shift > 0:
+            img = _translate(img, rng, shift)
+        factor = 1.0 + rng.uniform(-contrast, contrast)
+        mean = img.mean()
+        img = (img - mean) * factor + mean + rng.uniform(-brightness, brightness) * 255.0
+        out[i] = np.clip(img, 0.0, 255.0)
+    return out
+
+
+def _translate(img: np.ndarray, rng: np.random.Generator, shift: float) -> np.ndarray:
+    """Move ``(h, w, c)`` pixels by a random whole number of pixels along each axis."""
+    h, w = img.shape[:2]
+    dy = int(rng.integers(-int(shift * h), int(shift * h) + 1))
+    dx = int(rng.integers(-int(shift * w), int(shift * w) + 1))
+    if dy == 0 and dx == 0:
+        return img
+    moved = np.empty_like(img)
+    # the median of a sparse grid of pixels: the paper colour, at a fraction of the cost
+    moved[...] = np.median(img[::4, ::4].reshape(-1, img.shape[-1]), axis=0)
+    src_y, dst_y = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h - max(0, -dy))
+    src_x, dst_x = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w - max(0, -dx))
+    moved[dst_y, dst_x] = img[src_y, src_x]
+    return moved
+
+
+def load_batch(source: Any, indices: np.ndarray, *, chunk_size: int,
+               normalize: str | None = None, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None, augment_seed: Sequence[int] | None = None,
+               storage_options: dict | None = None) -> np.ndarray:
+    """Read, augment (when ``augment_seed`` is given) and normalize one batch.
+
+    Parameters
+    ----------
+    source : str or array-like
+        See :func:`read_images`.
+    indices : numpy.ndarray of int
+        Image indices of the batch.
+    chunk_size : int
+        Images per chunk.
+    normalize, mean, std
+        See :func:`normalize_images`.
+    augment_seed : sequence of int, optional
+        Seed of the batch's augmentation (e.g. ``(seed, epoch, batch)``), so that a
+        batch is the same whichever worker computes it; None: no augmentation.
+    storage_options : dict, optional
+        fsspec options for a remote store.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` batch ``(len(indices), size, size, 3)``.
+    """
+    images = read_images(source, indices, chunk_size, storage_options)
+    if augment_seed is not None:
+        images = augment_images(images, np.random.default_rng(list(augment_seed)))
+    return normalize_images(images, normalize, mean, std)
+
+
+# ---------------------------------------------------------------------------------
+# Order of the images in an epoch
+# ---------------------------------------------------------------------------------
+def epoch_order(indices: np.ndarray, chunk_size: int, *, seed: int = 0, epoch: int = 0,
+                shuffle: bool = True, window_chunks: int = 4) -> np.ndarray:
+    """Return the order in which an epoch visits the selected images.
+
+    Parameters
+    ----------
+    indices : numpy.ndarray of int
+        The selected image indices (each once).
+    chunk_size : int
+        Images per chunk of the store.
+    seed, epoch : int
+        The order is a function of both: the same pair gives the same order.
+    shuffle : bool
+        False: the indices in store order.
+    window_chunks : int
+        Chunks whose images are mixed together; larger mixes better, costs more
+        chunk reads per batch.
+
+    Returns
+    -------
+    numpy.ndarray
+        A permutation of ``indices``.
+    """
+    indices = np.unique(np.asarray(indices, dtype=np.int64))
+    if not shuffle or len(indices) == 0:
+        return indices
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    chunk_ids = indices // chunk_size
+    chunks = rng.permutation(np.unique(chunk_ids))
+    parts = []
+    for w in range(0, len(chunks), max(1, window_chunks)):
+        window = indices[np.isin(chunk_ids, chunks[w:w + window_chunks])]
+        parts.append(rng.permutation(window))
+    return np.concatenate(parts)
+
