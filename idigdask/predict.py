@@ -284,20 +284,16 @@ def _coord(ds, name: str) -> np.ndarray:
 
 
 def _catalog_frame(source: Any, storage_options: dict | None,
-                   catalog_kwargs: dict) -> tuple[pd.DataFrame, bool]:
-    """The normalized catalog as pandas, and whether it is a local source."""
-    from .catalog import read_catalog
-    from .urls import classify_scheme
+                   catalog_options: dict) -> tuple[pd.DataFrame, bool]:
+    """The normalized catalog as pandas, and whether it is a local source.
 
-    if isinstance(source, pd.DataFrame):
-        return source.reset_index(drop=True), True
-    if hasattr(source, "compute"):  # a Dask DataFrame of a normalized catalog
-        return source.compute().reset_index(drop=True), True
-    catalog = read_catalog(str(source), storage_options=storage_options,
-                           **{k: v for k, v in catalog_kwargs.items() if v is not None})
-    if hasattr(catalog, "compute"):
-        catalog = catalog.compute()
-    return catalog.reset_index(drop=True), classify_scheme(str(source)) in ("file", "local")
+    The rows are cut into tasks of ``catalog_batch_size`` on the driver; a catalog is
+    metadata only, a few hundred bytes a row.
+    """
+    from .catalog.read import open_catalog
+
+    catalog, _, local = open_catalog(source, storage_options, **catalog_options)
+    return catalog.compute().reset_index(drop=True), local
 
 
 def _build_options(config: dict, options: PredictOptions, local: bool,

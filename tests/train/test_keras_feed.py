@@ -110,3 +110,16 @@ def test_feed_reads_an_in_memory_dataset(tiny_store):
     assert feed.client is None or not isinstance(feed.source, str)
     np.testing.assert_array_equal(feed[0][0], ds["images"].values[[1, 9, 30]].astype(np.float32))
     feed.close()
+
+
+def test_without_keras_the_import_says_what_to_install():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['keras'] = None\n"
+            "try:\n    import idigdask.loaders.keras\n"
+            "except ImportError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pip install 'idigdask[train]'" in done.stdout
