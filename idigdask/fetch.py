@@ -19,10 +19,11 @@ gives a :class:`FetchResult` whose ``status`` is ``"ok"`` or ``"failed"``, with 
   URI is seen. As everywhere in fsspec, ``file://`` paths are taken literally (no
   percent-decoding).
 
-All requests run on fsspec's own IO event loop (a daemon thread), so :func:`fetch_many`
-works from any thread, a Dask worker thread included, whether or not that thread runs
-an event loop, and s3fs filesystems are shared with the rest of fsspec.
-:func:`iter_fetch` yields results as they complete from that same loop through a queue,
+The loop over URIs is one coroutine, run on fsspec's own IO event loop (a daemon
+thread), so s3fs filesystems are shared with the rest of fsspec. :func:`fetch_many`
+waits for it through :func:`fsspec.asyn.sync`, from any thread, a Dask worker thread
+included, whether or not that thread runs an event loop; :func:`fetch_many_async`
+awaits it from any loop; :func:`iter_fetch` takes results from it as they complete,
 starting a new request only when the caller has taken a result, so decoding overlaps
 fetching with bounded memory.
 
@@ -43,7 +44,7 @@ Schemes and redaction live in :mod:`idigdask.urls`; :func:`classify_scheme` and
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import email.utils
 import inspect
 import queue
@@ -51,7 +52,7 @@ import random
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -88,8 +89,6 @@ __all__ = [
 _BACKOFF_CAP = 30.0  # seconds: the longest pause between two tries
 _RETRY_AFTER_CAP = 60.0  # seconds: a server may not park a request for longer
 _CHUNK = 256 * 1024
-_HTTP = HTTP_SCHEMES
-_LOCAL = LOCAL_SCHEMES
 # Request keywords that fsspec's HTTP filesystem forwards to aiohttp as well: who the
 # caller is (sent to the first origin only) and how to connect (sent on every hop).
 _IDENTITY_KEYS = ("headers", "auth", "cookies")
@@ -364,10 +363,10 @@ class _Fetcher:
         return random.uniform(0.0, min(_BACKOFF_CAP, self.options.backoff * 2 ** (attempt - 1)))
 
     def _host_limit(self, uri: str, scheme: str) -> asyncio.Semaphore | None:
-        if scheme in _LOCAL:
+        if scheme in LOCAL_SCHEMES:
             return None  # local reads are bounded by ``concurrency`` alone
         key = scheme
-        if scheme in _HTTP:
+        if scheme in HTTP_SCHEMES:
             parts = urlsplit(uri)
             key = f"{scheme}://{(parts.hostname or '').lower()}:{parts.port}"
         if key not in self._hosts:
@@ -381,10 +380,10 @@ class _Fetcher:
             host = self._host_limit(uri, scheme)
         except ValueError as err:  # e.g. a port that is not a number
             raise _Failure("error", f"bad URL {uri}: {err}", False) from err
-        async with host if host is not None else _nullcontext(), self._all:
+        async with host if host is not None else contextlib.nullcontext(), self._all:
             try:
                 async with asyncio.timeout(self.options.timeout):
-                    if scheme in _HTTP:
+                    if scheme in HTTP_SCHEMES:
                         return await self._http(uri)
                     return await self._fsspec(uri, scheme)
             except TimeoutError as err:
@@ -453,7 +452,7 @@ class _Fetcher:
                     raise _refused(uri, url if hop else None, refused.host, refused.address,
                                    refused.why) from err
                 raise
-            if target.scheme not in _HTTP:
+            if target.scheme not in HTTP_SCHEMES:
                 raise _Failure("error", f"redirect from {uri} to a URL that is not http(s): "
                                f"{target}", False)
             if _origin(target) != origin:
@@ -552,14 +551,6 @@ class _Fetcher:
 
 
 _PRINTABLE_RE = re.compile(r"[!-~]+")
-
-
-class _nullcontext:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: Any) -> None:
-        return None
 
 
 def _describe(err: BaseException) -> str:
@@ -689,53 +680,45 @@ def _classify_store_error(err: BaseException, uri: str) -> _Failure:
 
 
 # ---------------------------------------------------------------------- running
-async def _run(
+async def _fetch_each(
     uris: Sequence[str],
     options: FetchOptions,
-    emit: Callable[[int, FetchResult], None],
     window: asyncio.Semaphore,
-    release_on_emit: bool,
+    emit: Callable[[int, FetchResult], None],
 ) -> None:
-    """Fetch every URI, at most ``window`` results pending at once; emit each result.
+    """Fetch every URI, handing each ``(index, result)`` to ``emit`` as it completes.
 
-    With ``release_on_emit`` a window slot frees as soon as a result is emitted;
-    otherwise the consumer frees it after taking the result, which bounds memory.
+    The one loop over URIs, run on fsspec's IO loop by every entry point. A fetch
+    starts once it holds a slot of ``window``, and whoever receives the result gives
+    the slot back: so the consumer decides how many results are in flight or waiting.
     """
     fetcher = _Fetcher(options)
 
     async def one(index: int, uri: str) -> None:
-        result = await fetcher.fetch(uri)
-        emit(index, result)
-        if release_on_emit:
-            window.release()
+        emit(index, await fetcher.fetch(uri))
 
     try:
         async with asyncio.TaskGroup() as group:
             for index, uri in enumerate(uris):
                 await window.acquire()
                 group.create_task(one(index, str(uri)))
-    except BaseExceptionGroup as group_error:
+    except BaseExceptionGroup as errors:
         # A task only raises for a mistake that concerns the whole call (UserError).
-        raise group_error.exceptions[0] from None
+        raise errors.exceptions[0] from None
     finally:
         await fetcher.close()
 
 
-def _io_loop() -> asyncio.AbstractEventLoop:
-    return fsspec.asyn.get_loop()
-
-
-def _on_io_loop() -> bool:
+def _blocking_loop() -> asyncio.AbstractEventLoop:
+    """fsspec's IO loop, for a call that will wait on it (never from the loop itself)."""
+    loop = fsspec.asyn.get_loop()
     try:
-        return asyncio.get_running_loop() is _io_loop()
-    except RuntimeError:
-        return False
-
-
-def _submit(coro: Awaitable[Any]) -> concurrent.futures.Future:
-    if _on_io_loop():
+        running = asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: a plain or Dask worker thread
+        running = None
+    if running is loop:
         raise RuntimeError("fetch_many cannot block fsspec's IO loop; await fetch_many_async")
-    return asyncio.run_coroutine_threadsafe(coro, _io_loop())
+    return loop
 
 
 async def fetch_many_async(
@@ -765,20 +748,22 @@ async def fetch_many_async(
     Notes
     -----
     The requests run on fsspec's IO loop; awaited from another loop, this coroutine
-    waits for them without blocking its own loop.
+    waits for them without blocking its own loop, and its cancellation cancels them.
     """
     options = options or FetchOptions()
     uris = list(uris)
+    loop = fsspec.asyn.get_loop()
+    if asyncio.get_running_loop() is not loop:  # s3fs and the like belong to that loop
+        on_loop = asyncio.run_coroutine_threadsafe(fetch_many_async(uris, options), loop)
+        return await asyncio.wrap_future(on_loop)
     results: list[FetchResult | None] = [None] * len(uris)
+    window = asyncio.Semaphore(4 * options.concurrency)  # bounds the tasks alive at once
 
     def emit(index: int, result: FetchResult) -> None:
         results[index] = result
+        window.release()
 
-    coro = _run(uris, options, emit, asyncio.Semaphore(4 * options.concurrency), True)
-    if _on_io_loop():
-        await coro
-    else:
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, _io_loop()))
+    await _fetch_each(uris, options, window, emit)
     return results  # type: ignore[return-value]  # every slot was filled
 
 
@@ -786,7 +771,8 @@ def fetch_many(uris: Sequence[str], options: FetchOptions | None = None) -> list
     """Fetch ``uris`` concurrently and wait for all of them (a blocking call).
 
     Safe to call from any thread, e.g. a Dask worker thread, with or without an event
-    loop of its own. See :func:`fetch_many_async` for parameters and results.
+    loop of its own: it runs :func:`fetch_many_async` on fsspec's IO loop through
+    :func:`fsspec.asyn.sync`. See :func:`fetch_many_async` for parameters and results.
 
     Examples
     --------
@@ -794,21 +780,11 @@ def fetch_many(uris: Sequence[str], options: FetchOptions | None = None) -> list
     ...                      FetchOptions(timeout=10, retries=2))   # doctest: +SKIP
     >>> [r.reason for r in results if not r.ok]                    # doctest: +SKIP
     """
-    options = options or FetchOptions()
     uris = list(uris)
     if not uris:
         return []
-    results: list[FetchResult | None] = [None] * len(uris)
-
-    def emit(index: int, result: FetchResult) -> None:
-        results[index] = result
-
-    window = asyncio.Semaphore(4 * options.concurrency)
-    _submit(_run(uris, options, emit, window, True)).result()
-    return results  # type: ignore[return-value]
-
-
-_DONE = object()
+    options = options or FetchOptions()  # read here: the config is the caller's
+    return fsspec.asyn.sync(_blocking_loop(), fetch_many_async, uris, options)
 
 
 def iter_fetch(
@@ -845,30 +821,18 @@ def iter_fetch(
     if not uris:
         return
     buffer = options.concurrency if buffer is None else max(0, buffer)
+    loop = _blocking_loop()
     window = asyncio.Semaphore(options.concurrency + buffer)
-    pending: queue.SimpleQueue = queue.SimpleQueue()
-
-    async def produce() -> None:
-        try:
-            await _run(uris, options, lambda i, r: pending.put((i, r)), window, False)
-        except asyncio.CancelledError:
-            pending.put((_DONE, None))
-            raise
-        except Exception as err:  # handed to the consumer thread, which raises it
-            pending.put((_DONE, err))
-            return
-        pending.put((_DONE, None))
-
-    future = _submit(produce())
-    loop = _io_loop()
+    # Results cross from the loop to this thread in a queue; None marks the end.
+    taken: queue.SimpleQueue[tuple[int, FetchResult] | None] = queue.SimpleQueue()
+    running = asyncio.run_coroutine_threadsafe(
+        _fetch_each(uris, options, window, lambda index, result: taken.put((index, result))),
+        loop)
+    running.add_done_callback(lambda _: taken.put(None))  # after the last result put
     try:
-        while True:
-            index, item = pending.get()
-            if index is _DONE:
-                if item is not None:
-                    raise item
-                return
-            yield index, item
-            loop.call_soon_threadsafe(window.release)
+        while (item := taken.get()) is not None:
+            yield item
+            loop.call_soon_threadsafe(window.release)  # taken: one more fetch may start
+        running.result()  # raises what stopped the fetch (a UserError), if anything
     finally:
-        future.cancel()
+        running.cancel()  # closed early: what is still in flight stops

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib.util
 import time
 import uuid
 import warnings
@@ -11,6 +12,7 @@ from urllib.parse import quote
 
 import aiohttp
 import fsspec
+import fsspec.asyn
 import pytest
 import yarl
 
@@ -357,6 +359,88 @@ def test_fetch_many_inside_a_running_loop(server):
         return fetch_many([server.url_for("sheet.jpg")], quick())
 
     assert asyncio.run(caller())[0].ok
+
+
+def test_iter_fetch_inside_a_running_loop(server):
+    urls = [server.url_for("sheet.jpg"), server.url_for("fault/status/404/loop")]
+
+    async def caller():
+        return sorted((i, r.reason) for i, r in iter_fetch(urls, quick(retries=0)))
+
+    assert asyncio.run(caller()) == [(0, None), (1, "http_404")]
+
+
+def test_fetch_from_dask_worker_threads(server):
+    distributed = pytest.importorskip("distributed")
+    urls = [server.url_for("sheet.jpg"), server.url_for("nested/other sheet.jpg")]
+
+    def work(_):
+        streamed = sorted(r.nbytes for _, r in iter_fetch(urls, quick()))
+        return streamed, [r.nbytes for r in fetch_many(urls, quick())]
+
+    # in-process workers, as the default cluster: the worker threads share fsspec's loop
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        outputs = client.gather(client.map(work, range(4)))
+    assert outputs == [([1000, len(PAYLOAD)], [len(PAYLOAD), 1000])] * 4
+
+
+def wait_until(condition, seconds: float = 5.0) -> bool:
+    """Whether ``condition()`` becomes true within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_iter_fetch_closed_early_stops_what_is_in_flight(media_root):
+    with MediaServer(media_root) as own:
+        urls = [own.url_for("sheet.jpg")] + [own.url_for(f"fault/hang/{i}") for i in range(10)]
+        it = iter_fetch(urls, quick(timeout=20, concurrency=3), buffer=1)
+        index, result = next(it)
+        assert index == 0 and result.ok
+        assert wait_until(lambda: own.in_flight == 3)  # the window is full of hanging ones
+        it.close()
+        assert wait_until(lambda: own.in_flight == 0)  # their connections are closed
+        time.sleep(0.2)
+        assert sum(own.requests.values()) == 4  # and no other request started
+
+
+def test_fetch_many_async_cancelled_stops_its_requests(media_root):
+    with MediaServer(media_root) as own:
+        async def caller():
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(fetch_many_async([own.url_for("fault/hang/c")],
+                                                        quick(timeout=20)), 0.5)
+
+        asyncio.run(caller())
+        assert wait_until(lambda: own.in_flight == 0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gcsfs") is not None, reason="gcsfs is installed")
+def test_iter_fetch_raises_a_user_error_after_the_results_before_it(server):
+    it = iter_fetch([server.url_for("sheet.jpg"), "gcs://bucket/a.jpg"], quick(concurrency=1),
+                    buffer=0)
+    assert next(it)[1].ok
+    with pytest.raises(UserError, match="gcs"):
+        next(it)
+
+
+def test_blocking_calls_refuse_to_block_fsspecs_own_loop(server):
+    url = server.url_for("sheet.jpg")
+
+    async def on_fsspec_loop():
+        with pytest.raises(RuntimeError, match="fetch_many_async"):
+            fetch_many([url], quick())
+        with pytest.raises(RuntimeError, match="fetch_many_async"):
+            next(iter_fetch([url], quick()))
+        return await fetch_many_async([url], quick())  # awaited there, it runs in place
+
+    (result,) = fsspec.asyn.sync(fsspec.asyn.get_loop(), on_fsspec_loop)
+    assert result.ok
 
 
 # ------------------------------------------------------------------- local and memory
