@@ -283,19 +283,6 @@ def _coord(ds, name: str) -> np.ndarray:
     return np.asarray(ds[name].values).astype(object).astype(str)
 
 
-def _catalog_frame(source: Any, storage_options: dict | None,
-                   catalog_options: dict) -> tuple[pd.DataFrame, bool]:
-    """The normalized catalog as pandas, and whether it is a local source.
-
-    The rows are cut into tasks of ``catalog_batch_size`` on the driver; a catalog is
-    metadata only, a few hundred bytes a row.
-    """
-    from .catalog.read import open_catalog
-
-    catalog, _, local = open_catalog(source, storage_options, **catalog_options)
-    return catalog.compute().reset_index(drop=True), local
-
-
 def _build_options(config: dict, options: PredictOptions, local: bool,
                    storage_options: dict | None) -> BuildOptions:
     """The build options of a catalog's media: the model's size, the call's defaults."""
@@ -313,12 +300,22 @@ def _build_options(config: dict, options: PredictOptions, local: bool,
 def _predict_catalog(client, config: dict, source: Any, storage_options: dict | None,
                      score_kwargs: dict, options: PredictOptions,
                      catalog_options: dict) -> pd.DataFrame:
-    catalog, local = _catalog_frame(source, storage_options, catalog_options)
+    from .catalog.read import open_catalog
+
+    catalog, _, local = open_catalog(source, storage_options, **catalog_options)
     build = _build_options(config, options, local, storage_options)
     step = options.catalog_batch_size
-    futures = [client.submit(predict_catalog_batch, catalog.iloc[s:s + step], build,
-                             pure=False, **score_kwargs)
-               for s in range(0, len(catalog), step)]
+    # partitions are read on the cluster, the next while this one is cut into tasks:
+    # the driver holds one partition of the catalog at a time, never all of it
+    futures = []
+    pending = client.compute(catalog.get_partition(0)) if catalog.npartitions else None
+    for index in range(catalog.npartitions):
+        part = pending.result().reset_index(drop=True)
+        pending = client.compute(catalog.get_partition(index + 1)) \
+            if index + 1 < catalog.npartitions else None
+        futures += [client.submit(predict_catalog_batch, part.iloc[s:s + step], build,
+                                  pure=False, **score_kwargs)
+                    for s in range(0, len(part), step)]
     parts = client.gather(futures)
     k = len(config["classes"])
     if not parts:

@@ -79,6 +79,22 @@ def test_predict_catalog_agrees_with_store(trained_model, tiny_store, dask_clien
                                from_store.loc[media, ["score_0", "score_1"]].to_numpy(), atol=1e-5)
     assert (ok["predicted"] == from_store.loc[media, "predicted"]).all()
 
+    # a catalog of several partitions is read a partition at a time, in catalog order
+    import dask.dataframe as dd
+
+    from idigdask.catalog import read_catalog
+
+    with MediaServer(folder) as server:
+        rows = [{"id": uuid, "url": server.url_for(f"{uuid}.png")} for uuid in media]
+        pd.DataFrame(rows).to_csv(catalog, index=False)
+        frame = read_catalog(str(catalog), id_column="id").compute()
+        parts = dd.from_pandas(frame, npartitions=3)
+        assert parts.npartitions == 3
+        table = predict(model_dir, parts, out=None, client=dask_client, catalog_batch_size=3)
+    assert table["media_uuid"].tolist() == media and (table["status"] == "ok").all()
+    np.testing.assert_allclose(table[["score_0", "score_1"]].to_numpy(),
+                               from_store.loc[media, ["score_0", "score_1"]].to_numpy(), atol=1e-5)
+
 
 def test_cli_predict_uses_the_current_client(trained_model, tiny_store, dask_client,
                                              tmp_path, capsys):
