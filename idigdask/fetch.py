@@ -53,7 +53,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -66,6 +66,7 @@ import yarl
 
 from . import __version__
 from .errors import UserError
+from .options import check, coerce_fields, setting
 from .urls import (
     HTTP_SCHEMES,
     LOCAL_SCHEMES,
@@ -94,24 +95,6 @@ _CHUNK = 256 * 1024
 _IDENTITY_KEYS = ("headers", "auth", "cookies")
 _TRANSPORT_KEYS = ("ssl", "proxy", "proxy_auth")
 _REDIRECT_CODES = (301, 302, 303, 307, 308)
-
-
-def _config_bool(key: str) -> Callable[[], bool]:
-    def default() -> bool:
-        from . import config  # dask.config is imported only when a default is needed
-
-        return config.get_bool(key)
-
-    return default
-
-
-def _config_list(key: str) -> Callable[[], tuple[str, ...]]:
-    def default() -> tuple[str, ...]:
-        from . import config
-
-        return config.get_list(key)
-
-    return default
 
 
 # ----------------------------------------------------------------------------- options
@@ -171,38 +154,31 @@ class FetchOptions:
     the caller's choice and is not.
     """
 
-    timeout: float = 30.0
-    retries: int = 4
-    backoff: float = 0.5
-    concurrency: int = 32
-    per_host: int = 8
-    max_bytes: int = 64 * 2**20
+    timeout: float = setting("fetch.timeout")
+    retries: int = setting("fetch.retries")
+    backoff: float = setting("fetch.backoff")
+    concurrency: int = setting("fetch.concurrency")
+    per_host: int = setting("fetch.per-host")
+    max_bytes: int = setting("fetch.max-bytes")
     user_agent: str = f"idigdask/{__version__} (+https://github.com/idigdask)"
     storage_options: dict | None = None
-    max_redirects: int = 10
-    allow_private: bool = field(default_factory=_config_bool("fetch.allow-private"))
-    allow_networks: tuple[str, ...] = field(
-        default_factory=_config_list("fetch.allow-networks"))
+    max_redirects: int = setting("fetch.max-redirects")
+    allow_private: bool = setting("fetch.allow-private")
+    allow_networks: tuple[str, ...] = setting("fetch.allow-networks")
 
     def __post_init__(self) -> None:
-        checks = {
-            "timeout": self.timeout > 0,
-            "retries": self.retries >= 0,
-            "backoff": self.backoff >= 0,
-            "concurrency": self.concurrency >= 1,
-            "per_host": self.per_host >= 1,
-            "max_bytes": self.max_bytes >= 1,
-            "max_redirects": self.max_redirects >= 0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise UserError(f"fetch option {name}={getattr(self, name)!r} is out of range")
-        if self.storage_options is not None and not isinstance(self.storage_options, dict):
-            raise UserError("fetch option storage_options must be a dict")
-        if isinstance(self.allow_networks, str):
+        if isinstance(self.allow_networks, str) and "," not in self.allow_networks:
             self.allow_networks = (self.allow_networks,)
-        self.allow_networks = tuple(str(net) for net in self.allow_networks)
-        self.allow_private = bool(self.allow_private)
+        coerce_fields(self)
+        check(self, {
+            "timeout": (lambda v: v > 0, "more than 0 seconds"),
+            "retries": (lambda v: v >= 0, "0 or more"),
+            "backoff": (lambda v: v >= 0, "0 or more seconds"),
+            "concurrency": (lambda v: v >= 1, "at least 1"),
+            "per_host": (lambda v: v >= 1, "at least 1"),
+            "max_bytes": (lambda v: v >= 1, "at least 1"),
+            "max_redirects": (lambda v: v >= 0, "0 or more"),
+        })
         self.policy()  # a network that is not one is the caller's mistake
 
     def policy(self) -> AddressPolicy:

@@ -69,7 +69,10 @@ def coerce_fields(options: Any) -> None:
         try:
             converted = _coerce(value, hints[f.name])
         except (TypeError, ValueError):
-            raise OptionError(f.name, f"{value!r} is not a {_type_name(hints[f.name])}") from None
+            where = f"; its default is the setting idigdask.{f.metadata['setting']}" \
+                if "setting" in f.metadata else ""
+            raise OptionError(f.name, f"{value!r} is not a {_type_name(hints[f.name])}"
+                                      f"{where}") from None
         object.__setattr__(options, f.name, converted)
 
 

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from idigdask.batches import FeedOptions
+from idigdask.build import BuildOptions
+from idigdask.fetch import FetchOptions
 from idigdask.cli import _as_flag, build_parser, main
 from idigdask.config import DEFAULTS_FILE
 from idigdask.evaluate import EvaluateOptions
@@ -22,7 +24,7 @@ from idigdask.predict import PredictOptions, predict_options
 from idigdask.train import TrainOptions, train
 
 CLASSES = {"feed": FeedOptions, "train": TrainOptions, "evaluate": EvaluateOptions,
-           "predict": PredictOptions}
+           "predict": PredictOptions, "fetch": FetchOptions, "build": BuildOptions}
 
 
 def _plain(value):
@@ -32,7 +34,8 @@ def _plain(value):
 @pytest.mark.parametrize("section", sorted(CLASSES))
 def test_defaults_are_the_yaml_and_every_key_is_a_field(section):
     written = yaml.safe_load(DEFAULTS_FILE.read_text())["idigdask"][section]
-    options = CLASSES[section]()
+    with dask.config.set({f"idigdask.{section}": written}):  # not the session's opt-ins
+        options = CLASSES[section]()
     keys = set()
     for f in dataclasses.fields(options):
         key = f.metadata.get("setting")
