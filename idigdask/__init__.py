@@ -2,7 +2,7 @@
 
 The route the data takes, one module a stage::
 
-    catalog -> fetch -> decode -> store (build) -> feed -> train / evaluate / predict
+    catalog -> fetch -> decode (process) -> store (build) -> batches -> train / evaluate / predict
 
 Public functions are imported lazily so that ``import idigdask`` stays fast: Keras,
 TensorFlow and s3fs load only when a function that needs them is called.
@@ -24,6 +24,8 @@ _API = {
     "media_url": "catalog",
     "make_sheets": "synthetic",
     "build_dataset": "build",
+    "BuildOptions": "build",
+    "FetchOptions": "fetch",
     "open_dataset": "store",
     "read_ledger": "store",
     "get_client": "cluster",
@@ -56,7 +58,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .batches import FeedOptions
-    from .build import build_dataset
+    from .build import BuildOptions, build_dataset
+    from .fetch import FetchOptions
     from .catalog import attach_labels, media_url, read_catalog, sample, search_media
     from .cluster import get_client
     from .demo import run_demo
