@@ -274,7 +274,7 @@ class _Builder:
 
     def __init__(self, client: "Client", store: ImageStore, options: BuildOptions, *,
                  label_kind: str | None, run: int, committed: pd.DataFrame, progress,
-                 chunk_size: int):
+                 chunk_size: int, n_images: int):
         self.client, self.store, self.options = client, store, options
         # the store's own chunking wins over the options' on a resume
         self.batch_size, self.chunk_size = options.batch_size, chunk_size
@@ -284,7 +284,7 @@ class _Builder:
         self.run, self.wave = run, 0
         self.progress = progress
         ok = committed[committed["status"] == "ok"].sort_values("image_index")
-        self.n_images = len(ok)
+        self.n_images = n_images  # images are only appended, also past superseded rows
         if options.dedup:
             for sha, ph, uuid in zip(ok["sha256"], ok["phash"], ok["media_uuid"]):
                 self.dedup.add(sha, ph, uuid)
@@ -352,19 +352,30 @@ class _Builder:
             self.processed += len(ledger)
             self.progress.update(len(ledger))
 
-    def reconcile(self, plan: _Plan) -> None:
-        """Commit the part that makes the ledger describe this build's catalog."""
+    def reconcile(self, plan: _Plan, ddf: "dd.DataFrame") -> None:
+        """Commit the part that makes the ledger describe this build's catalog, then
+        store the duplicates whose original left it (:func:`orphaned_duplicates`)."""
         committed = read_ledger(self.store.url, self.store.storage_options, retired=True)
-        part, taken = reconcile(committed, plan)
-        if not len(part):
+        part = reconcile(committed, plan)
+        if len(part):
+            self.store.write_ledger(part[LEDGER_COLUMNS], self.run, self.wave,
+                                    np.zeros((3, 256), "int64"))
+            self.wave += 1
+        if not self.dedup_enabled or self.keep_duplicates:
             return
-        for index, uri in taken:  # an image taken over: its provenance is the new row's
-            self.store.write_coords(index, {"access_uri": np.array([uri], dtype=object)})
-        if taken:
-            self.store.sync(min(i for i, _ in taken), max(i for i, _ in taken) + 1)
-        self.store.write_ledger(part[LEDGER_COLUMNS], self.run, self.wave,
-                                np.zeros((3, 256), "int64"))
-        self.wave += 1
+        ledger = read_ledger(self.store.url, self.store.storage_options)
+        orphans = orphaned_duplicates(ledger)
+        if not orphans:
+            return
+        log.info("%d duplicates of images that left the catalog are stored", len(orphans))
+        rows = _rows_with_keys(self.client, ddf, set(orphans))
+        # the duplicate search knows only the images the catalog's rows hold now
+        self.dedup = _Dedup(self.options.phash_distance)
+        ok = ledger[ledger["status"] == "ok"].sort_values("image_index")
+        for sha, ph, uuid in zip(ok["sha256"], ok["phash"], ok["media_uuid"]):
+            self.dedup.add(sha, ph, uuid)
+        self.commit(rows, self.submit(rows))
+        self.flush()
 
     def _write(self, rows: pd.DataFrame, ledger: pd.DataFrame,
                selection: list[tuple[int, int]], futures: list) -> list:
@@ -527,9 +538,7 @@ def build_dataset(
     done_status = {"ok", "duplicate"} | (set() if options.retry_failed else {"failed"})
     done_rows = committed[committed["status"].isin(done_status)]
     done = dict(zip(done_rows["row_key"], done_rows["catalog_row"].astype("int64")))
-    # images are only appended: the committed ones are those the ledger points at
-    n_committed = int(pd.to_numeric(committed["image_index"]).max() + 1) if len(committed) else 0
-    n_committed = max(n_committed, 0)
+    n_committed = target.committed_images()
     if target.needs_truncate(n_committed):
         log.info("store holds images past the last commit; truncating to %d", n_committed)
         target.truncate(n_committed)
@@ -541,7 +550,7 @@ def build_dataset(
         threads = sum(dask_client.nthreads().values()) or 1
         builder = _Builder(dask_client, target, options, label_kind=label_kind,
                            run=target.next_run(), committed=committed, progress=bar,
-                           chunk_size=chunk_size)
+                           chunk_size=chunk_size, n_images=n_committed)
         wave_rows = options.batch_size * (options.wave_batches or 4 * threads)
         in_flight: deque = deque()
         for rows in _waves(dask_client, ddf, done, wave_rows, bar, plan):
@@ -551,7 +560,7 @@ def build_dataset(
         while in_flight:
             builder.commit(*in_flight.popleft())
         builder.flush()
-        builder.reconcile(plan)
+        builder.reconcile(plan, ddf)
         ledger, histogram = _read_parts(str(store), storage_options, histograms=True)
         mean, std = (stats_of_histogram(histogram) if histogram is not None
                      else channel_stats(str(store), storage_options))
@@ -596,7 +605,9 @@ def _waves(client: "Client", ddf: "dd.DataFrame", done: dict, wave_rows: int, ba
         part = part.assign(_row_key=keys, _catalog_row=np.arange(offset, offset + len(part)))
         offset += len(part)
         plan.keys.update(keys)
-        skip = part["_row_key"].isin(done.keys()).to_numpy()
+        # a row the catalog now excludes is done again (no fetch): its reason may be new
+        usable = part["excluded"].isna() | part["excluded"].astype(str).eq("")
+        skip = (part["_row_key"].isin(done.keys()) & usable).to_numpy()
         for key, row in zip(part["_row_key"][skip], part["_catalog_row"][skip]):
             if done[key] != row:
                 plan.moved[key] = int(row)
@@ -615,19 +626,13 @@ def _waves(client: "Client", ddf: "dd.DataFrame", done: dict, wave_rows: int, ba
         yield pd.concat(buffer)
 
 
-def reconcile(committed: pd.DataFrame, plan: _Plan) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
-    """The ledger rows a build must commit last so the ledger describes its catalog.
+def reconcile(committed: pd.DataFrame, plan: _Plan) -> pd.DataFrame:
+    """The ledger rows a build must commit so the ledger describes its catalog.
 
     ``committed`` is the whole ledger after the build's waves (retired rows too).
     Rows whose key the catalog no longer holds are retired (kept, never counted);
     rows the catalog still holds but that were not processed again take their new
-    catalog position; a retired row comes back when its key does. A row that this
-    build found to be an exact duplicate of a retired row of the same media uuid (its
-    URI changed, or it moved among repeats) takes that row's image over, so no stored
-    image of the catalog is left behind a ``duplicate``.
-
-    Returns the rows to commit, and the (image index, access URI) of each image taken
-    over.
+    catalog position; a retired row comes back when its key does.
     """
     ledger = committed.set_index("row_key", drop=False)
     in_catalog = ledger.index.isin(list(plan.keys))
@@ -637,22 +642,32 @@ def reconcile(committed: pd.DataFrame, plan: _Plan) -> tuple[pd.DataFrame, list[
     moved = moved[moved.index.isin(ledger.index)]
     changed |= ledger.index.isin(moved.index)
     ledger.loc[moved.index, "catalog_row"] = moved.to_numpy()
+    return ledger[changed].reset_index(drop=True)
 
-    gone = ledger[ledger["retired"] & (ledger["status"] == "ok")]
-    owners = {(u, sha): key for key, u, sha in zip(gone.index, gone["media_uuid"], gone["sha256"])}
-    dups = ledger[~ledger["retired"] & (ledger["status"] == "duplicate")
-                  & (ledger["reason"] == "exact")]
-    taken = []
-    for key, u, sha in zip(dups.index, dups["media_uuid"], dups["sha256"]):
-        owner = owners.pop((u, sha), None)
-        if owner is None:
-            continue
-        # the same bytes: the row's own hashes and sizes are the image's already
-        ledger.at[key, "status"], ledger.at[key, "image_index"] = "ok", ledger.at[owner, "image_index"]
-        ledger.loc[key, ["reason", "message", "duplicate_of"]] = None
-        ledger.at[owner, "status"], ledger.at[owner, "image_index"] = "duplicate", -1
-        ledger.at[owner, "reason"], ledger.at[owner, "duplicate_of"] = "exact", u
-        ledger.at[owner, "message"] = f"its image was taken over by {key}"
-        changed |= ledger.index.isin([key, owner])
-        taken.append((int(ledger.at[key, "image_index"]), str(ledger.at[key, "access_uri"])))
-    return ledger[changed].reset_index(drop=True), taken
+
+def orphaned_duplicates(ledger: pd.DataFrame) -> list[str]:
+    """Keys of the catalog's ``duplicate`` rows whose original is no longer in it.
+
+    A row is found to duplicate an image before the build knows which rows have left
+    the catalog; when the row that holds that image has, the duplicate is stored after
+    all (its record, label and URI are its own), so that every image of the catalog
+    is held by one of its rows.
+    """
+    current = ledger[~ledger["retired"]]
+    held = set(current.loc[current["status"] == "ok", "media_uuid"])
+    dups = current[(current["status"] == "duplicate") & ~current["duplicate_of"].isin(held)]
+    return dups["row_key"].tolist()
+
+
+def _rows_with_keys(client: "Client", ddf: "dd.DataFrame", keys: set) -> pd.DataFrame:
+    """The catalog rows with these keys (a second pass over the catalog), in order."""
+    found, seen, offset = [], {}, 0
+    for index in range(ddf.npartitions):
+        part = client.compute(ddf.get_partition(index)).result()
+        if "excluded" not in part:
+            part = part.assign(excluded=None)
+        part = part.assign(_row_key=_row_keys(part, seen),
+                           _catalog_row=np.arange(offset, offset + len(part)))
+        offset += len(part)
+        found.append(part[part["_row_key"].isin(keys)])
+    return pd.concat(found) if found else pd.DataFrame()

@@ -55,6 +55,8 @@ LEDGER_COLUMNS = [
     "attempts", "nbytes", "seconds", "sha256", "phash", "source_width", "source_height",
     "image_index", "catalog_row", "run", "wave", "warnings", "retired",
 ]
+#: Text columns whose missing values read back as None, whatever their part's types.
+_TEXT_COLUMNS = ("reason", "message", "duplicate_of", "warnings")
 #: Values of columns that parts written by older versions lack.
 _LEDGER_DEFAULTS = {"warnings": None, "retired": False}
 #: The store format: the ``format_version`` attribute of the stores this version writes.
@@ -232,6 +234,8 @@ def _read_parts(store: str, storage_options: dict | None,
         if name not in ledger:
             ledger[name] = default
     ledger["retired"] = ledger["retired"].fillna(False).astype(bool)
+    for name in _TEXT_COLUMNS:  # a part whose column was all missing reads back NaN
+        ledger[name] = ledger[name].astype(object).where(ledger[name].notna(), None)
     ledger = ledger.drop_duplicates("row_key", keep="last")
     return ledger.sort_values("catalog_row", kind="stable").reset_index(drop=True), total
 
@@ -285,6 +289,8 @@ class ImageStore:
             entries = {posixpath.basename(e.rstrip("/")) for e in fs.ls(path, detail=False)}
         except (FileNotFoundError, NotADirectoryError):
             return "foreign" if fs.isfile(path) else "absent"
+        except Exception:  # noqa: BLE001 - unreadable (credentials...): check_writable says why
+            return "absent"
         entries.discard(".idigdask-write-check")
         if not entries:
             return "absent"
@@ -465,6 +471,25 @@ class ImageStore:
         :func:`channel_stats` then reads the pixels instead.
         """
         return _read_parts(self.url, self.storage_options, histograms=True)[1]
+
+    def committed_images(self) -> int:
+        """How many images the committed ledger parts account for.
+
+        Every image a part placed counts, also one whose row was later superseded
+        (its row's catalog entry came back excluded): images are only appended, so
+        the committed length is one past the largest index any part ever wrote.
+        """
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        fs, path = _fs(self.url, self.storage_options)
+        top = -1
+        for part in fs.glob(_join(path, "ledger", "part-*.parquet")):
+            with fs.open(part, "rb") as f:
+                column = pq.read_table(f, columns=["image_index"])["image_index"]
+            if len(column):
+                top = max(top, int(pc.max(column).as_py()))
+        return top + 1
 
     def next_run(self) -> int:
         fs, path = _fs(self.url, self.storage_options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from idigdask.build import _Dedup, _Plan, chunk_segments, place_wave, reconcile
+from idigdask.build import _Dedup, _Plan, chunk_segments, orphaned_duplicates, place_wave, reconcile
 from idigdask.store import row_key, row_keys
 
 
@@ -72,10 +72,19 @@ def test_reconcile_retires_moves_and_brings_back():
         "retired": [False, False, True],
     })
     plan = _Plan(keys={"k1", "k2"}, moved={"k1": 0})
-    part, taken = reconcile(committed, plan)
+    part = reconcile(committed, plan)
     by_key = part.set_index("row_key")
-    assert set(by_key.index) == {"k0", "k1", "k2"} and taken == []
+    assert set(by_key.index) == {"k0", "k1", "k2"}
     assert by_key.at["k0", "retired"] and not by_key.at["k2", "retired"]
     assert by_key.at["k1", "catalog_row"] == 0
     assert len(reconcile(committed.assign(retired=[True, False, False]),
-                         _Plan(keys={"k1", "k2"}, moved={}))[0]) == 0
+                         _Plan(keys={"k1", "k2"}, moved={}))) == 0
+
+
+def test_a_duplicate_whose_original_left_the_catalog_is_an_orphan():
+    ledger = pd.DataFrame({
+        "row_key": ["k0", "k1", "k2", "k3"], "media_uuid": ["a", "b", "c", "d"],
+        "status": ["ok", "duplicate", "duplicate", "ok"],
+        "duplicate_of": [None, "a", "d", None], "retired": [True, False, False, False],
+    })
+    assert orphaned_duplicates(ledger) == ["k1"]     # "a" left; "d" is still held

@@ -114,8 +114,9 @@ def test_catalog_changed_between_runs(tmp_path, server, urls, dask_client):
     assert_ok_rows_hold_their_own_pixels(store, urls)
 
 
-def test_a_moved_uri_takes_its_image_over(tmp_path, server, urls, dask_client):
-    """The same record at another URL (same bytes) keeps one image, now owned by the new row."""
+def test_a_duplicate_of_an_image_that_left_the_catalog_is_stored(tmp_path, server, urls,
+                                                                 dask_client):
+    """A record at another URL, or another record with the same bytes: its own ok row."""
     uri = list(urls)
     store = str(tmp_path / "m.zarr")
     build_dataset(catalog_frame(uri[:2], uuids=["a", "b"]), store, size=SIZE, client=dask_client)
@@ -125,8 +126,16 @@ def test_a_moved_uri_takes_its_image_over(tmp_path, server, urls, dask_client):
     build_dataset(second, store, size=SIZE, client=dask_client)
     ledger = assert_accounts_for(store, second)
     assert ledger["status"].tolist() == ["ok", "ok"]
-    assert idigdask.open_dataset(store).sizes["image"] == 2
+    assert idigdask.open_dataset(store).sizes["image"] == 3   # images are only appended
     assert_ok_rows_hold_their_own_pixels(store, urls_moved)
+    # another record with bytes a retired row held: stored with its own provenance
+    third = catalog_frame([uri[0]], uuids=["z"])
+    build_dataset(third, store, size=SIZE, client=dask_client)
+    ledger = assert_accounts_for(store, third)
+    assert ledger["status"].tolist() == ["ok"]
+    ds = idigdask.open_dataset(store)
+    assert ds.media_uuid.values[ledger.at[0, "image_index"]] == "z"
+    assert_ok_rows_hold_their_own_pixels(store, urls)
 
 
 def _store_files(store: Path) -> dict[str, bytes]:
