@@ -364,16 +364,14 @@ class _Builder:
         if not self.dedup_enabled or self.keep_duplicates:
             return
         ledger = read_ledger(self.store.url, self.store.storage_options)
-        orphans = orphaned_duplicates(ledger)
+        # the duplicate search of this pass knows only the images the catalog holds now
+        held = _catalog_images(ledger, self.options.phash_distance)
+        orphans = orphaned_duplicates(ledger, held)
         if not orphans:
             return
         log.info("%d duplicates of images that left the catalog are stored", len(orphans))
         rows = _rows_with_keys(self.client, ddf, set(orphans))
-        # the duplicate search knows only the images the catalog's rows hold now
-        self.dedup = _Dedup(self.options.phash_distance)
-        ok = ledger[ledger["status"] == "ok"].sort_values("image_index")
-        for sha, ph, uuid in zip(ok["sha256"], ok["phash"], ok["media_uuid"]):
-            self.dedup.add(sha, ph, uuid)
+        self.dedup = held
         self.commit(rows, self.submit(rows))
         self.flush()
 
@@ -645,18 +643,27 @@ def reconcile(committed: pd.DataFrame, plan: _Plan) -> pd.DataFrame:
     return ledger[changed].reset_index(drop=True)
 
 
-def orphaned_duplicates(ledger: pd.DataFrame) -> list[str]:
+def orphaned_duplicates(ledger: pd.DataFrame, dedup: _Dedup) -> list[str]:
     """Keys of the catalog's ``duplicate`` rows whose original is no longer in it.
 
     A row is found to duplicate an image before the build knows which rows have left
-    the catalog; when the row that holds that image has, the duplicate is stored after
-    all (its record, label and URI are its own), so that every image of the catalog
-    is held by one of its rows.
+    the catalog; when no row of the catalog holds such an image any more (``dedup``
+    indexes the images its ``ok`` rows hold), the duplicate is stored after all (its
+    record, label and URI are its own), so that every image of the catalog is held by
+    one of its rows.
     """
-    current = ledger[~ledger["retired"]]
-    held = set(current.loc[current["status"] == "ok", "media_uuid"])
-    dups = current[(current["status"] == "duplicate") & ~current["duplicate_of"].isin(held)]
-    return dups["row_key"].tolist()
+    current = ledger[~ledger["retired"] & (ledger["status"] == "duplicate")]
+    return [key for key, sha, ph in zip(current["row_key"], current["sha256"], current["phash"])
+            if dedup.find(sha, ph) is None]
+
+
+def _catalog_images(ledger: pd.DataFrame, distance: int) -> _Dedup:
+    """The duplicate index of the images the catalog's ``ok`` rows hold."""
+    dedup = _Dedup(distance)
+    ok = ledger[~ledger["retired"] & (ledger["status"] == "ok")].sort_values("image_index")
+    for sha, ph, uuid in zip(ok["sha256"], ok["phash"], ok["media_uuid"]):
+        dedup.add(sha, ph, uuid)
+    return dedup
 
 
 def _rows_with_keys(client: "Client", ddf: "dd.DataFrame", keys: set) -> pd.DataFrame:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from idigdask.build import _Dedup, _Plan, chunk_segments, orphaned_duplicates, place_wave, reconcile
+from idigdask.build import (_catalog_images, _Dedup, _Plan, chunk_segments, orphaned_duplicates,
+                            place_wave, reconcile)
 from idigdask.store import row_key, row_keys
 
 
@@ -83,8 +84,12 @@ def test_reconcile_retires_moves_and_brings_back():
 
 def test_a_duplicate_whose_original_left_the_catalog_is_an_orphan():
     ledger = pd.DataFrame({
-        "row_key": ["k0", "k1", "k2", "k3"], "media_uuid": ["a", "b", "c", "d"],
-        "status": ["ok", "duplicate", "duplicate", "ok"],
-        "duplicate_of": [None, "a", "d", None], "retired": [True, False, False, False],
+        "row_key": ["k0", "k1", "k2", "k3", "k4"], "media_uuid": ["", "b", "c", "d", ""],
+        "status": ["ok", "duplicate", "duplicate", "ok", "ok"],
+        "duplicate_of": [None, "", "d", None, None], "retired": [True, False, False, False, False],
+        "sha256": ["s0", "s0", "s3", "s3", "s4"], "phash": ["", "", "", "", ""],
+        "image_index": [0, -1, -1, 1, 2],
     })
-    assert orphaned_duplicates(ledger) == ["k1"]     # "a" left; "d" is still held
+    # the image of k0 left with it, though a row of the same (empty) uuid still holds
+    # another one; k2's original is still held
+    assert orphaned_duplicates(ledger, _catalog_images(ledger, -1)) == ["k1"]
