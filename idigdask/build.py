@@ -283,11 +283,9 @@ class _Builder:
         self.dedup = _Dedup(options.phash_distance if options.dedup else -1)
         self.run, self.wave = run, 0
         self.progress = progress
-        ok = committed[committed["status"] == "ok"].sort_values("image_index")
         self.n_images = n_images  # images are only appended, also past superseded rows
         if options.dedup:
-            for sha, ph, uuid in zip(ok["sha256"], ok["phash"], ok["media_uuid"]):
-                self.dedup.add(sha, ph, uuid)
+            self.dedup = _held_images(committed, options.phash_distance, retired=True)
         self.processed = 0
         self.pending: deque = deque()
         self.last_write = None
@@ -363,9 +361,9 @@ class _Builder:
             self.wave += 1
         if not self.dedup_enabled or self.keep_duplicates:
             return
-        ledger = read_ledger(self.store.url, self.store.storage_options)
+        ledger = pd.concat([committed, part]).drop_duplicates("row_key", keep="last")
         # the duplicate search of this pass knows only the images the catalog holds now
-        held = _catalog_images(ledger, self.options.phash_distance)
+        held = _held_images(ledger, self.options.phash_distance)
         orphans = orphaned_duplicates(ledger, held)
         if not orphans:
             return
@@ -527,16 +525,14 @@ def build_dataset(
                             "store to change them")
         chunk_size = int(attrs.get("chunk_size", chunk_size))
         label_kind = label_kind if "label" in target.array_names() else None
-        committed = read_ledger(str(store), storage_options, retired=True)
     else:
         target.create(size=size, chunk_size=chunk_size, label_kind=label_kind, attrs={
             "resize_mode": resize_mode, "pad_color": list(options.pad_color),
             "catalog_source": source, "idigdask_version": __version__})
-        committed = read_ledger(str(store), storage_options, retired=True)
+    committed, _, n_committed = _read_parts(str(store), storage_options)
     done_status = {"ok", "duplicate"} | (set() if options.retry_failed else {"failed"})
     done_rows = committed[committed["status"].isin(done_status)]
     done = dict(zip(done_rows["row_key"], done_rows["catalog_row"].astype("int64")))
-    n_committed = target.committed_images()
     if target.needs_truncate(n_committed):
         log.info("store holds images past the last commit; truncating to %d", n_committed)
         target.truncate(n_committed)
@@ -559,7 +555,7 @@ def build_dataset(
             builder.commit(*in_flight.popleft())
         builder.flush()
         builder.reconcile(plan, ddf)
-        ledger, histogram = _read_parts(str(store), storage_options, histograms=True)
+        ledger, histogram, _ = _read_parts(str(store), storage_options, histograms=True)
         mean, std = (stats_of_histogram(histogram) if histogram is not None
                      else channel_stats(str(store), storage_options))
     ledger = ledger[~ledger["retired"]]
@@ -577,7 +573,6 @@ class _Plan:
 
     keys: set = field(default_factory=set)
     moved: dict = field(default_factory=dict)  # key -> catalog row, for rows skipped
-    rows: int = 0
 
 
 def _waves(client: "Client", ddf: "dd.DataFrame", done: dict, wave_rows: int, bar,
@@ -588,21 +583,10 @@ def _waves(client: "Client", ddf: "dd.DataFrame", done: dict, wave_rows: int, ba
     the cluster), so a catalog of millions of rows never sits in one process.
     ``done`` maps the keys that need no new try to their committed catalog row.
     """
-    offset = 0
-    seen: dict[str, int] = {}
-    pending = client.compute(ddf.get_partition(0)) if ddf.npartitions else None
     buffer: list[pd.DataFrame] = []
     buffered = 0
-    for index in range(ddf.npartitions):
-        part = pending.result()
-        pending = client.compute(ddf.get_partition(index + 1)) \
-            if index + 1 < ddf.npartitions else None
-        if "excluded" not in part:
-            part = part.assign(excluded=None)
-        keys = _row_keys(part, seen)
-        part = part.assign(_row_key=keys, _catalog_row=np.arange(offset, offset + len(part)))
-        offset += len(part)
-        plan.keys.update(keys)
+    for part in _keyed_partitions(client, ddf):
+        plan.keys.update(part["_row_key"])
         # a row the catalog now excludes is done again (no fetch): its reason may be new
         usable = part["excluded"].isna() | part["excluded"].astype(str).eq("")
         skip = (part["_row_key"].isin(done.keys()) & usable).to_numpy()
@@ -619,7 +603,6 @@ def _waves(client: "Client", ddf: "dd.DataFrame", done: dict, wave_rows: int, ba
             if buffered >= wave_rows:
                 yield pd.concat(buffer)
                 buffer, buffered = [], 0
-    plan.rows = offset
     if buffer:
         yield pd.concat(buffer)
 
@@ -657,24 +640,33 @@ def orphaned_duplicates(ledger: pd.DataFrame, dedup: _Dedup) -> list[str]:
             if dedup.find(sha, ph) is None]
 
 
-def _catalog_images(ledger: pd.DataFrame, distance: int) -> _Dedup:
-    """The duplicate index of the images the catalog's ``ok`` rows hold."""
+def _held_images(ledger: pd.DataFrame, distance: int, retired: bool = False) -> _Dedup:
+    """The duplicate index of the images the ledger's ``ok`` rows hold (those of rows
+    that left the catalog too when ``retired``)."""
     dedup = _Dedup(distance)
-    ok = ledger[~ledger["retired"] & (ledger["status"] == "ok")].sort_values("image_index")
+    ok = ledger[(ledger["status"] == "ok") & (retired | ~ledger["retired"])]
+    ok = ok.sort_values("image_index")
     for sha, ph, uuid in zip(ok["sha256"], ok["phash"], ok["media_uuid"]):
         dedup.add(sha, ph, uuid)
     return dedup
 
 
-def _rows_with_keys(client: "Client", ddf: "dd.DataFrame", keys: set) -> pd.DataFrame:
-    """The catalog rows with these keys (a second pass over the catalog), in order."""
-    found, seen, offset = [], {}, 0
-    for index in range(ddf.npartitions):
-        part = client.compute(ddf.get_partition(index)).result()
+def _keyed_partitions(client: "Client", ddf: "dd.DataFrame"):
+    """The catalog's partitions with each row's ledger key and catalog position."""
+    from .catalog.read import iter_partitions
+
+    seen: dict[str, int] = {}
+    offset = 0
+    for part in iter_partitions(client, ddf):
         if "excluded" not in part:
             part = part.assign(excluded=None)
         part = part.assign(_row_key=_row_keys(part, seen),
                            _catalog_row=np.arange(offset, offset + len(part)))
         offset += len(part)
-        found.append(part[part["_row_key"].isin(keys)])
+        yield part
+
+
+def _rows_with_keys(client: "Client", ddf: "dd.DataFrame", keys: set) -> pd.DataFrame:
+    """The catalog rows with these keys (a second pass over the catalog), in order."""
+    found = [part[part["_row_key"].isin(keys)] for part in _keyed_partitions(client, ddf)]
     return pd.concat(found) if found else pd.DataFrame()

@@ -300,19 +300,14 @@ def _build_options(config: dict, options: PredictOptions, local: bool,
 def _predict_catalog(client, config: dict, source: Any, storage_options: dict | None,
                      score_kwargs: dict, options: PredictOptions,
                      catalog_options: dict) -> pd.DataFrame:
-    from .catalog.read import open_catalog
+    from .catalog.read import iter_partitions, open_catalog
 
     catalog, _, local = open_catalog(source, storage_options, **catalog_options)
     build = _build_options(config, options, local, storage_options)
     step = options.catalog_batch_size
-    # partitions are read on the cluster, the next while this one is cut into tasks:
-    # the driver holds one partition of the catalog at a time, never all of it
     futures = []
-    pending = client.compute(catalog.get_partition(0)) if catalog.npartitions else None
-    for index in range(catalog.npartitions):
-        part = pending.result().reset_index(drop=True)
-        pending = client.compute(catalog.get_partition(index + 1)) \
-            if index + 1 < catalog.npartitions else None
+    for part in iter_partitions(client, catalog):  # the driver holds one at a time
+        part = part.reset_index(drop=True)
         futures += [client.submit(predict_catalog_batch, part.iloc[s:s + step], build,
                                   pure=False, **score_kwargs)
                     for s in range(0, len(part), step)]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 import posixpath
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -195,18 +195,27 @@ def read_ledger(store: str, storage_options: dict | None = None, *,
         ``attempts``, ``nbytes``, ``seconds``, ``image_index`` (position in
         ``images`` or -1) and more, in catalog order.
     """
-    ledger, _ = _read_parts(store, storage_options)
+    ledger = _read_parts(store, storage_options).ledger
     if not retired:
         ledger = ledger[~ledger["retired"]]
     return ledger.reset_index(drop=True)
 
 
-def _read_parts(store: str, storage_options: dict | None,
-                histograms: bool = False) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """Every committed part in one pass: the latest row per key, and the parts' histogram.
+class LedgerParts(NamedTuple):
+    """What one pass over a store's committed ledger parts gives."""
 
-    The histogram is None when ``histograms`` is False or a part has none (a store
-    written before parts carried one).
+    ledger: pd.DataFrame            # the latest row per key, in catalog order
+    histogram: np.ndarray | None    # the parts' pixel histogram (None: not read, or a part lacks one)
+    images: int                     # one past the largest image index any part wrote
+
+
+def _read_parts(store: str, storage_options: dict | None,
+                histograms: bool = False) -> LedgerParts:
+    """Every committed part in one pass.
+
+    ``images`` counts also the images of rows a later part superseded (a row whose
+    catalog entry came back excluded): images are only appended, so the committed
+    length is one past the largest index any part ever wrote.
     """
     import json
 
@@ -227,9 +236,10 @@ def _read_parts(store: str, storage_options: dict | None,
                      if HISTOGRAM_KEY in meta else None)
         frames.append(table.to_pandas())
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in LEDGER_COLUMNS}).astype(
-            {"retired": bool}), total
+        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in LEDGER_COLUMNS})
+        return LedgerParts(empty.astype({"retired": bool}), total, 0)
     ledger = pd.concat(frames, ignore_index=True)
+    images = int(pd.to_numeric(ledger["image_index"]).max()) + 1 if len(ledger) else 0
     for name, default in _LEDGER_DEFAULTS.items():
         if name not in ledger:
             ledger[name] = default
@@ -237,7 +247,8 @@ def _read_parts(store: str, storage_options: dict | None,
     for name in _TEXT_COLUMNS:  # a part whose column was all missing reads back NaN
         ledger[name] = ledger[name].astype(object).where(ledger[name].notna(), None)
     ledger = ledger.drop_duplicates("row_key", keep="last")
-    return ledger.sort_values("catalog_row", kind="stable").reset_index(drop=True), total
+    ledger = ledger.sort_values("catalog_row", kind="stable").reset_index(drop=True)
+    return LedgerParts(ledger, total, max(images, 0))
 
 
 def ledger_counts(ledger: pd.DataFrame) -> dict[str, Any]:
@@ -470,26 +481,7 @@ class ImageStore:
         None when a part has no histogram (a store written before parts carried one):
         :func:`channel_stats` then reads the pixels instead.
         """
-        return _read_parts(self.url, self.storage_options, histograms=True)[1]
-
-    def committed_images(self) -> int:
-        """How many images the committed ledger parts account for.
-
-        Every image a part placed counts, also one whose row was later superseded
-        (its row's catalog entry came back excluded): images are only appended, so
-        the committed length is one past the largest index any part ever wrote.
-        """
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        fs, path = _fs(self.url, self.storage_options)
-        top = -1
-        for part in fs.glob(_join(path, "ledger", "part-*.parquet")):
-            with fs.open(part, "rb") as f:
-                column = pq.read_table(f, columns=["image_index"])["image_index"]
-            if len(column):
-                top = max(top, int(pc.max(column).as_py()))
-        return top + 1
+        return _read_parts(self.url, self.storage_options, histograms=True).histogram
 
     def next_run(self) -> int:
         fs, path = _fs(self.url, self.storage_options)

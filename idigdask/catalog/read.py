@@ -191,6 +191,20 @@ def open_catalog(catalog: Any, storage_options: dict | None = None,
     return ddf, redact(source), classify_scheme(source) in ("file", "local")
 
 
+def iter_partitions(client: Any, ddf: dd.DataFrame):
+    """Yield a catalog's partitions as pandas, in order, each read on the cluster.
+
+    The next partition is being read while the caller works on this one, and the
+    caller's process holds one partition at a time, never the whole catalog.
+    """
+    pending = client.compute(ddf.get_partition(0)) if ddf.npartitions else None
+    for index in range(ddf.npartitions):
+        part = pending.result()
+        pending = client.compute(ddf.get_partition(index + 1)) \
+            if index + 1 < ddf.npartitions else None
+        yield part
+
+
 def _looks_like_search(source: Any) -> bool:
     if isinstance(source, dict):
         return True

@@ -85,7 +85,6 @@ def test_where_work_runs_follows_the_cluster_config(monkeypatch):
             assert same is client
         with get_client(client.scheduler.address) as joined:
             assert joined.scheduler.address == client.scheduler.address
-    with dask.config.set({"idigdask.cluster.n-threads": "none"}):
-        with pytest.raises(OptionError, match="n_workers"):
-            with get_client(n_workers=0):
-                pass
+    with pytest.raises(OptionError, match="n_workers"):
+        with get_client(n_workers=0):
+            pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from idigdask.build import (_catalog_images, _Dedup, _Plan, chunk_segments, orphaned_duplicates,
+from idigdask.build import (_held_images, _Dedup, _Plan, chunk_segments, orphaned_duplicates,
                             place_wave, reconcile)
 from idigdask.store import row_key, row_keys
 
@@ -92,4 +92,4 @@ def test_a_duplicate_whose_original_left_the_catalog_is_an_orphan():
     })
     # the image of k0 left with it, though a row of the same (empty) uuid still holds
     # another one; k2's original is still held
-    assert orphaned_duplicates(ledger, _catalog_images(ledger, -1)) == ["k1"]
+    assert orphaned_duplicates(ledger, _held_images(ledger, -1)) == ["k1"]
