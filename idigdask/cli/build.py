@@ -73,21 +73,21 @@ def register(sub) -> argparse.ArgumentParser:
     return p
 
 
-#: The flags that set a field of BuildOptions or of its FetchOptions, by field name.
-OPTION_FLAGS = ("size", "resize_mode", "pad_color", "chunk_size", "batch_size", "wave_batches",
-                "max_pixels", "max_decode_bytes", "phash_distance", "keep_duplicates", "dedup",
-                "verify_hashes", "retry_failed", "allow_local", "timeout", "retries",
-                "concurrency", "per_host", "max_bytes", "allow_private")
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..build import build_dataset
+    import dataclasses
+
+    from ..build import BuildOptions, build_dataset
+    from ..fetch import FetchOptions
 
     catalog_options = {k: v for k, v in {
         "format": args.source_format, "url_column": args.url_column,
         "id_column": args.id_column, "label_column": args.label_column}.items() if v}
-    overrides = {name: getattr(args, name) for name in OPTION_FLAGS
-                 if getattr(args, name) is not None}
+    # a flag named as a field of the options (its dest) and given on the command line
+    # (storage options are given per location below, as JSON, never as an override)
+    fields = {f.name for cls in (BuildOptions, FetchOptions)
+              for f in dataclasses.fields(cls)} - {"storage_options"}
+    overrides = {name: value for name, value in vars(args).items()
+                 if name in fields and value is not None}
     with cluster_settings(args):
         result = build_dataset(
             args.source, args.output, overrides,
