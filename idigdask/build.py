@@ -105,8 +105,6 @@ class BuildOptions:
     retry_failed: bool = setting("build.retry-failed")
     fetch: FetchOptions = field(default_factory=FetchOptions)
 
-    remote_schemes = REMOTE_SCHEMES
-
     def __post_init__(self) -> None:
         coerce_fields(self)
         if isinstance(self.fetch, dict):

@@ -21,7 +21,7 @@ from .decode import decode_image
 from .errors import MediaError
 from .fetch import iter_fetch
 from .hashing import phash_hex, sha256_hex, verify_hash
-from .urls import LOCAL_SCHEMES, classify_scheme, redact
+from .urls import LOCAL_SCHEMES, REMOTE_SCHEMES, classify_scheme, redact
 
 if TYPE_CHECKING:  # pragma: no cover
     from .build import BuildOptions
@@ -133,7 +133,7 @@ def process_batch(rows: pd.DataFrame, options: "BuildOptions") -> BatchResult:
             out["reason"][i] = f"scheme_not_allowed:{scheme}"
             out["message"][i] = ("local media need the build option allow_local"
                                  if scheme in LOCAL_SCHEMES else
-                                 f"only {', '.join(options.remote_schemes)} URLs are fetched")
+                                 f"only {', '.join(REMOTE_SCHEMES)} URLs are fetched")
             continue
         wanted.append(i)
 
