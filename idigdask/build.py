@@ -144,12 +144,15 @@ class BuildResult:
     images: int
     seconds: float
     processed: int
+    #: where the build ran (:func:`idigdask.cluster.cluster_summary`)
+    cluster: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         rate = self.processed / self.seconds if self.seconds else 0.0
         return {"store": redact(self.store), "images": self.images,
                 "processed_rows": self.processed, "seconds": round(self.seconds, 2),
-                "rows_per_s": round(rate, 2), **self.counts}
+                "rows_per_s": round(rate, 2), **self.counts,
+                **({"cluster": self.cluster} if self.cluster else {})}
 
 
 def _ledger_of(result: BatchResult) -> pd.DataFrame:
@@ -435,6 +438,9 @@ def build_dataset(
     catalog_storage_options: dict | None = None,
     catalog_options: dict[str, Any] | None = None,
     client: "Client | str | None" = None,
+    cluster: str | None = None,
+    jobs: int | str | None = None,
+    cluster_options: dict | None = None,
     progress: bool | None = None,
     **overrides: Any,
 ) -> BuildResult:
@@ -467,6 +473,11 @@ def build_dataset(
         Where to run: this client, or the address of a scheduler to join; else the
         current client; else what the config ``idigdask.cluster`` says (see
         :func:`idigdask.get_client`).
+    cluster, jobs, cluster_options : optional
+        Run on workers in batch jobs of this kind (``"slurm"``, ``"sge"``...), as
+        :func:`idigdask.get_client` takes them. A job killed mid-build is replaced
+        and its batches are done again: the ledger and the pixels are those of a
+        build without the kill.
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
     **overrides
@@ -489,7 +500,7 @@ def build_dataset(
     from tqdm.auto import tqdm
 
     from .catalog.read import open_catalog  # dask.dataframe: only when a build runs
-    from .cluster import get_client
+    from .cluster import cluster_summary, get_client
 
     started = time.perf_counter()
     options = with_overrides(BuildOptions, options, overrides, nested={"fetch": FetchOptions})
@@ -537,13 +548,16 @@ def build_dataset(
 
     show = sys.stderr.isatty() if progress is None else progress
     plan = _Plan()
-    with get_client(client) as dask_client, \
-            tqdm(desc="build", unit="row", disable=not show) as bar:
-        threads = sum(dask_client.nthreads().values()) or 1
+    with get_client(client, cluster=cluster, jobs=jobs, cluster_options=cluster_options) \
+            as dask_client, tqdm(desc="build", unit="row", disable=not show) as bar:
         builder = _Builder(dask_client, target, options, label_kind=label_kind,
                            run=target.next_run(), committed=committed, progress=bar,
                            chunk_size=chunk_size, n_images=n_committed)
-        wave_rows = options.batch_size * (options.wave_batches or 4 * threads)
+
+        def wave_rows() -> int:  # of the threads now: batch jobs join and leave
+            threads = sum(dask_client.nthreads().values()) or 1
+            return options.batch_size * (options.wave_batches or 4 * threads)
+
         in_flight: deque = deque()
         for rows in _waves(dask_client, ddf, done, wave_rows, bar, plan):
             in_flight.append((rows, builder.submit(rows)))
@@ -556,12 +570,14 @@ def build_dataset(
         ledger, histogram, _ = _read_parts(str(store), storage_options, histograms=True)
         mean, std = (stats_of_histogram(histogram) if histogram is not None
                      else channel_stats(str(store), storage_options))
+        where = cluster_summary(dask_client)
     ledger = ledger[~ledger["retired"]]
     counts = ledger_counts(ledger)
     target.update_attrs({"channel_mean": mean, "channel_std": std,
                          "images": builder.n_images, "ledger_rows": counts["rows"]})
     return BuildResult(store=str(store), counts=counts, images=builder.n_images,
-                       seconds=time.perf_counter() - started, processed=builder.processed)
+                       seconds=time.perf_counter() - started, processed=builder.processed,
+                       cluster=where)
 
 
 @dataclass
@@ -573,16 +589,20 @@ class _Plan:
     moved: dict = field(default_factory=dict)  # key -> catalog row, for rows skipped
 
 
-def _waves(client: "Client", ddf: "dd.DataFrame", done: dict, wave_rows: int, bar,
+def _waves(client: "Client", ddf: "dd.DataFrame", done: dict, wave_rows, bar,
            plan: _Plan):
     """Yield waves of catalog rows still to do, in catalog order.
+
+    ``wave_rows`` is a count of rows, or a function of none giving it anew for each
+    wave.
 
     Catalog partitions are read one at a time (the next one is already being read on
     the cluster), so a catalog of millions of rows never sits in one process.
     ``done`` maps the keys that need no new try to their committed catalog row.
     """
+    size = wave_rows if callable(wave_rows) else (lambda: wave_rows)
     buffer: list[pd.DataFrame] = []
-    buffered = 0
+    buffered, target = 0, size()
     for part in _keyed_partitions(client, ddf):
         plan.keys.update(part["_row_key"])
         # a row the catalog now excludes is done again (no fetch): its reason may be new
@@ -594,13 +614,13 @@ def _waves(client: "Client", ddf: "dd.DataFrame", done: dict, wave_rows: int, ba
         todo = part[~skip]
         bar.update(len(part) - len(todo))
         while len(todo):
-            take = todo.iloc[:wave_rows - buffered]
+            take = todo.iloc[:max(1, target - buffered)]
             todo = todo.iloc[len(take):]
             buffer.append(take)
             buffered += len(take)
-            if buffered >= wave_rows:
+            if buffered >= target:
                 yield pd.concat(buffer)
-                buffer, buffered = [], 0
+                buffer, buffered, target = [], 0, size()
     if buffer:
         yield pd.concat(buffer)
 

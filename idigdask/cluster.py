@@ -1,10 +1,10 @@
-"""Where the work runs: the caller's Dask client, an existing scheduler, or a local cluster.
+"""Where the work runs: the caller's Dask client, an existing scheduler, batch jobs, or a local cluster.
 
 idigdask respects the caller's cluster: if a :class:`distributed.Client` is current it is
-used as is; ``scheduler=`` joins an existing scheduler; otherwise a
-:class:`distributed.LocalCluster` sized to the machine is started for the duration of
-the call. HPC batch systems come through dask-jobqueue (``hpc`` extra), see
-:func:`slurm_cluster`.
+used as is; ``scheduler=`` joins an existing scheduler; ``cluster="slurm"`` (or
+``sge``, ``pbs``, ``lsf``, ``htcondor``...) starts workers as batch jobs through
+dask-jobqueue (:mod:`idigdask.hpc`); otherwise a :class:`distributed.LocalCluster`
+sized to the machine is started for the duration of the call.
 """
 
 from __future__ import annotations
@@ -114,12 +114,16 @@ def get_client(
     n_workers: int | None = None,
     n_threads: int | None = None,
     host: str | None = None,
+    cluster: str | None = None,
+    jobs: int | str | None = None,
+    cluster_options: dict | None = None,
 ) -> Iterator["Client"]:
     """Yield a Dask client to run on, closing only what this call started.
 
     The one rule of every stage for where work runs: the given client (or the
-    scheduler whose address is given), else the current client, else what the dask
-    config ``idigdask.cluster`` says: a scheduler to join, or a LocalCluster of
+    scheduler whose address is given), else the batch jobs of the given ``cluster``
+    kind, else the current client, else what the dask config ``idigdask.cluster``
+    says: a scheduler to join, a batch system (``kind``) or a LocalCluster of
     ``n-workers`` processes or ``n-threads`` threads on ``host``. The keywords
     override the config.
 
@@ -141,10 +145,33 @@ def get_client(
         (scheduler, workers, nannies, dashboards); ``"0.0.0.0"`` opens it to the
         network. The logged dashboard link is one that answers. Default:
         ``idigdask.cluster.host``, 127.0.0.1.
+    cluster : str, optional
+        ``"local"``, or a batch system of dask-jobqueue whose jobs run the workers:
+        ``"slurm"``, ``"sge"``, ``"pbs"``, ``"lsf"``, ``"htcondor"``, ``"oar"``,
+        ``"moab"`` (``idigdask.cluster.kind``). A job's resources come from
+        dask-jobqueue's configuration (``jobqueue.yaml``) and ``cluster_options``.
+    jobs : int or str, optional
+        Batch jobs to keep: ``N``, or ``"MIN:MAX"`` to follow the work between
+        them (``idigdask.cluster.jobs``; ``idigdask.cluster.adapt`` makes ``N`` mean
+        ``0:N``). Jobs that end are replaced. See :func:`idigdask.hpc.jobqueue_cluster`.
+    cluster_options : dict, optional
+        Keyword arguments of the dask-jobqueue cluster class (``queue``, ``walltime``,
+        ``cores``, ``memory``, ``job_script_prologue``...), over ``jobqueue.yaml``.
 
     Yields
     ------
     distributed.Client
+
+    Raises
+    ------
+    UserError
+        When the scheduler does not answer, or the batch system is missing or refuses
+        the jobs, or every job ends before its worker joins.
+
+    Examples
+    --------
+    >>> with get_client(cluster="slurm", jobs="0:8") as client:  # doctest: +SKIP
+    ...     idigdask.build_dataset("media.parquet", "sheets.zarr", client=client)
     """
     from . import config
 
@@ -168,16 +195,23 @@ def get_client(
             log.info("joined scheduler %s; dashboard %s", scheduler, dashboard_link(joined))
             yield joined
         return
-    existing = current_client()
-    if existing is not None:
-        log.info("running on the current client %s; dashboard %s",
-                 existing.scheduler.address, dashboard_link(existing))
-        yield existing
-        return
-    configured = config.get("cluster.scheduler")
-    if configured:
-        with get_client(str(configured)) as joined:
-            yield joined
+    if cluster is None or str(cluster).strip().lower() in ("", "local"):
+        existing = current_client()
+        if existing is not None:
+            log.info("running on the current client %s; dashboard %s",
+                     existing.scheduler.address, dashboard_link(existing))
+            yield existing
+            return
+        configured = config.get("cluster.scheduler")
+        if configured:
+            with get_client(str(configured)) as joined:
+                yield joined
+            return
+        cluster = cluster or config.get("cluster.kind") or "local"
+    kind = str(cluster).strip().lower()
+    if kind != "local":
+        with _batch_jobs(kind, jobs, cluster_options) as started:
+            yield started
         return
     import dask
 
@@ -189,12 +223,56 @@ def get_client(
     # grew a 20,000-image build's memory by a third, so this cluster keeps a few; and
     # its dashboard link names the address the dashboard listens on
     settings = {"distributed.admin.low-level-log-length": 16, **_link_on(host)}
-    with dask.config.set(settings), LocalCluster(**kwargs) as cluster, \
-            Client(cluster) as started:
+    with dask.config.set(settings), LocalCluster(**kwargs) as local, \
+            Client(local) as started:
         log.info("started a LocalCluster of %s; dashboard %s",
                  f"{kwargs['n_workers']} worker processes" if kwargs["processes"]
                  else f"{kwargs['threads_per_worker']} threads", dashboard_link(started))
         yield started
+
+
+@contextlib.contextmanager
+def _batch_jobs(kind: str, jobs: int | str | None,
+                cluster_options: dict | None) -> Iterator["Client"]:
+    """A client of workers in batch jobs, once the first has joined; jobs cancelled after."""
+    from distributed import Client
+
+    from . import config, hpc
+
+    spec = hpc.parse_jobs(config.get("cluster.jobs") if jobs is None else jobs,
+                          adapt=config.get_bool("cluster.adapt"))
+    started = hpc.jobqueue_cluster(kind, spec, cluster_options,
+                                   lifetime=config.get_bool("cluster.lifetime"))
+    try:
+        with Client(started) as client:
+            log.info("scheduler %s; dashboard %s; waiting for the first worker",
+                     client.scheduler.address, dashboard_link(client))
+            hpc.wait_for_workers(client, started)
+            yield client
+    finally:
+        started.close()  # cancels the jobs
+
+
+def cluster_summary(client: "Client") -> dict[str, Any]:
+    """Where the work ran: the scheduler, its dashboard, the workers and any batch jobs.
+
+    The ``cluster`` section of every command's summary (``--json``) and of
+    ``idigdask cluster-info``.
+    """
+    info = client.scheduler_info(n_workers=-1)
+    workers = info.get("workers", {})
+    summary: dict[str, Any] = {
+        "scheduler": client.scheduler.address,
+        "dashboard": dashboard_link(client),
+        "workers": len(workers),
+        "threads": sum(int(w.get("nthreads", 0)) for w in workers.values()),
+    }
+    cluster = getattr(client, "cluster", None)
+    from . import hpc
+
+    if type(cluster).__name__ in hpc.JOBQUEUE_CLASSES.values():
+        summary["jobs"] = hpc.jobs_summary(cluster)
+    return summary
 
 
 def _count(value: int | None, key: str) -> int | None:
@@ -232,31 +310,3 @@ def _link_on(host: str) -> dict[str, str]:
         return {}
     shown = f"[{host}]" if ":" in host else host
     return {"distributed.dashboard.link": "{scheme}://" + shown + ":{port}/status"}
-
-
-def slurm_cluster(*, jobs: int = 1, cores: int = 1, memory: str = "4GB", **kwargs: Any):
-    """Start a :class:`dask_jobqueue.SLURMCluster` and ask for ``jobs`` worker jobs.
-
-    Parameters
-    ----------
-    jobs : int
-        Number of batch jobs (one worker each) to request.
-    cores, memory : int, str
-        Resources of one job.
-    **kwargs
-        Passed to ``SLURMCluster`` (``queue``, ``walltime``, ``account``,
-        ``interface``, ``python``...).
-
-    Returns
-    -------
-    dask_jobqueue.SLURMCluster
-        Connect with ``distributed.Client(cluster)``; ``cluster.close()`` cancels the
-        jobs.
-    """
-    try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError:  # pragma: no cover - depends on the install
-        raise UserError("Slurm support needs dask-jobqueue: pip install 'idigdask[hpc]'") from None
-    cluster = SLURMCluster(cores=cores, memory=memory, processes=1, **kwargs)
-    cluster.scale(jobs=jobs)
-    return cluster

@@ -194,7 +194,8 @@ def _test_images(model_dir: Path, ds, classes: list) -> tuple[np.ndarray, np.nda
 def evaluate(model_dir: str | os.PathLike, store: Any = None,
              options: EvaluateOptions | dict | None = None, *,
              out: str | os.PathLike | None = None, storage_options: dict | None = None,
-             client: Any = None, **overrides: Any) -> dict[str, Any]:
+             client: Any = None, cluster: str | None = None, jobs: int | str | None = None,
+             cluster_options: dict | None = None, **overrides: Any) -> dict[str, Any]:
     """Score a model on its held-out test specimens; write metrics.json and plots.
 
     Parameters
@@ -215,6 +216,9 @@ def evaluate(model_dir: str | os.PathLike, store: Any = None,
         Read batches on this client's workers; None: the current client if there is
         one, else a local thread pool; False: the thread pool (the feed's rule, see
         :func:`idigdask.loaders.keras.resolve_client`).
+    cluster, jobs, cluster_options : optional
+        Read batches on workers in batch jobs of this kind (``"slurm"``, ``"sge"``...),
+        started for the call as :func:`idigdask.get_client` takes them.
     **overrides
         Fields of :class:`EvaluateOptions` (``batch_size=32``), over ``options``.
 
@@ -231,6 +235,12 @@ def evaluate(model_dir: str | os.PathLike, store: Any = None,
     OptionError
         For an option out of range or unknown, naming it.
     """
+    if cluster is not None and str(cluster).lower() != "local":
+        from .cluster import get_client
+
+        with get_client(cluster=cluster, jobs=jobs, cluster_options=cluster_options) as started:
+            return evaluate(model_dir, store, options, out=out, storage_options=storage_options,
+                            client=started, **overrides)
     options = with_overrides(EvaluateOptions, options, overrides)
     import keras
 

@@ -4,9 +4,13 @@ The source is either an image store (one task per group of Zarr chunks, never on
 image) or a catalog (one task per batch of rows: fetch, decode, resize and score without
 writing a store, using the build stage's :func:`idigdask.build.process_batch`).
 
-Each worker process loads the model once and keeps it (keyed by the file's path and
-modification time) for every later task, instead of once per task: loading Keras and
-the model costs seconds, a chunk of images a fraction of that.
+The model file travels to the workers as data, not as a path, so workers need not
+see the driver's file system (batch jobs on compute nodes): one task holds its bytes
+and every worker gets them once, from the scheduler's peers, as a dependency of its
+first scoring task (the scheduler can run that task again if the worker holding
+them leaves). Each worker process loads the model once and keeps it, keyed by the
+file's digest, for every later task: loading Keras and the model costs seconds, a
+chunk of images a fraction of that.
 
 The settings of :func:`predict` are one :class:`PredictOptions`, whose defaults are
 the dask config's ``idigdask.predict`` (and ``idigdask.build`` and ``idigdask.fetch``
@@ -104,9 +108,31 @@ def predict_options(options: PredictOptions | dict | None,
         options = dataclasses.replace(options, build=build)
     return options
 
+@dataclass(frozen=True)
+class ModelFile:
+    """The bytes of a saved Keras model, as they are shipped to the workers."""
+
+    name: str
+    digest: str
+    data: bytes = field(repr=False)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "ModelFile":
+        """The file at ``path``, with its SHA-256."""
+        import hashlib
+
+        data = Path(path).read_bytes()
+        return cls(Path(path).name, hashlib.sha256(data).hexdigest(), data)
+
+
+def _model_file(model: ModelFile) -> ModelFile:
+    """The task that holds a model's bytes on the cluster (its argument)."""
+    return model
+
+
 _MODELS_LOCK = threading.Lock()
 _PREDICT_LOCK = threading.Lock()
-_LOCAL_MODELS: dict[tuple[str, int], Any] = {}
+_LOCAL_MODELS: dict[str, Any] = {}
 #: Models loaded in this process outside any Dask worker (a counter the tests read).
 LOCAL_MODEL_LOADS = 0
 
@@ -141,12 +167,13 @@ def _share_cores(worker) -> None:
         pass
 
 
-def worker_model(model_path: str, mtime_ns: int):
-    """Return the model at ``model_path``, loading it once per worker process.
+def worker_model(model: ModelFile):
+    """Return the Keras model of ``model``, loading it once per worker process.
 
     The cache lives on the :class:`distributed.Worker` (attribute
     ``idigdask_models``; ``idigdask_model_loads`` counts the loads), or in this module
-    outside a worker. A newer file (another ``mtime_ns``) replaces the cached model.
+    outside a worker; it holds one model per file name, by digest, so a newer file
+    of the same name replaces the cached model.
     """
     global LOCAL_MODEL_LOADS
     worker = _current_worker()
@@ -159,13 +186,11 @@ def worker_model(model_path: str, mtime_ns: int):
             cache = worker.idigdask_models
         else:
             cache = _LOCAL_MODELS
-        key = (model_path, int(mtime_ns))
+        key = f"{model.name}:{model.digest}"
         if key not in cache:
-            import keras
-
-            for old in [k for k in cache if k[0] == model_path]:
+            for old in [k for k in cache if k.split(":")[0] == model.name]:
                 del cache[old]  # keep one version of a model in memory
-            cache[key] = keras.saving.load_model(model_path, safe_mode=True)
+            cache[key] = _load(model, getattr(worker, "local_directory", None))
             if worker is not None:
                 worker.idigdask_model_loads += 1
             else:
@@ -173,39 +198,51 @@ def worker_model(model_path: str, mtime_ns: int):
         return cache[key]
 
 
-def score_images(model_path: str, mtime_ns: int, images: np.ndarray, *,
+def _load(model: ModelFile, folder: str | None):
+    """Load a model from its bytes (Keras reads a ``.keras`` file from a path)."""
+    import tempfile
+
+    import keras
+
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        path = Path(tmp) / (model.name if model.name.endswith(".keras") else "model.keras")
+        path.write_bytes(model.data)
+        return keras.saving.load_model(path, safe_mode=True)
+
+
+def score_images(model: ModelFile, images: np.ndarray, *,
                  normalize: str | None, mean: Sequence[float] | None,
                  std: Sequence[float] | None, batch_size: int = 64) -> np.ndarray:
     """Class probabilities ``(n, k)`` of ``uint8`` images, with the worker's model."""
     from .batches import normalize_images
 
-    model = worker_model(model_path, mtime_ns)
+    net = worker_model(model)
     if len(images) == 0:
-        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+        return np.zeros((0, net.output_shape[-1]), dtype=np.float32)
     x = normalize_images(images, normalize, mean, std)
     # predict_on_batch skips the data-adapter set-up that model.predict pays on every
     # call (about 60 ms here): a task scores one or a few chunks, so that set-up dominated
     with _PREDICT_LOCK:  # one Keras call at a time per process
-        return np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch_size]), np.float32)
+        return np.concatenate([np.asarray(net.predict_on_batch(x[i:i + batch_size]), np.float32)
                                for i in range(0, len(x), batch_size)])
 
 
 def predict_store_block(store: str, storage_options: dict | None, start: int, stop: int,
-                        model_path: str, mtime_ns: int, **score_kwargs: Any) -> np.ndarray:
+                        model: ModelFile, **score_kwargs: Any) -> np.ndarray:
     """Scores of images ``start:stop`` of a store (a whole number of chunks)."""
     from .batches import images_array
 
     images = np.asarray(images_array(store, storage_options)[0][start:stop])
-    return score_images(model_path, mtime_ns, images, **score_kwargs)
+    return score_images(model, images, **score_kwargs)
 
 
-def predict_catalog_batch(rows: pd.DataFrame, options: Any, model_path: str, mtime_ns: int,
+def predict_catalog_batch(rows: pd.DataFrame, options: Any, model: ModelFile,
                           **score_kwargs: Any) -> pd.DataFrame:
     """Fetch, decode, resize and score catalog rows; one result row per input row."""
     from .build import process_batch
 
     result = process_batch(rows, options)
-    scores = score_images(model_path, mtime_ns, result.pixels, **score_kwargs)
+    scores = score_images(model, result.pixels, **score_kwargs)
     ledger = result.ledger.reset_index(drop=True)
     full = np.full((len(ledger), scores.shape[1]), np.nan, dtype=np.float32)
     ok = ledger["pixel_index"].to_numpy() >= 0
@@ -325,7 +362,8 @@ def predict(model_dir: str | os.PathLike, source: Any,
             options: PredictOptions | dict | None = None, *,
             out: str | os.PathLike | None = "predictions.parquet",
             storage_options: dict | None = None, catalog_options: dict[str, Any] | None = None,
-            client: Any = None, **overrides: Any) -> pd.DataFrame:
+            client: Any = None, cluster: str | None = None, jobs: int | str | None = None,
+            cluster_options: dict | None = None, **overrides: Any) -> pd.DataFrame:
     """Score every image of a store or a catalog with a trained model.
 
     Parameters
@@ -351,6 +389,9 @@ def predict(model_dir: str | os.PathLike, source: Any,
         Where to run: this client, or the address of a scheduler to join; else the
         current client; else what the config ``idigdask.cluster`` says (see
         :func:`idigdask.get_client`).
+    cluster, jobs, cluster_options : optional
+        Run on workers in batch jobs of this kind (``"slurm"``, ``"sge"``...), as
+        :func:`idigdask.get_client` takes them.
     **overrides
         Fields of :class:`PredictOptions` (``batch_size=8``), of its
         :class:`~idigdask.build.BuildOptions` (``allow_local=True``) or of their
@@ -360,7 +401,9 @@ def predict(model_dir: str | os.PathLike, source: Any,
     -------
     pandas.DataFrame
         One row per image: ``media_uuid``, ``status`` (ok / failed / excluded),
-        ``reason``, ``score_<class>`` per class (NaN where not ok), ``predicted``.
+        ``reason``, ``score_<class>`` per class (NaN where not ok), ``predicted``;
+        ``attrs["cluster"]`` says where it ran
+        (:func:`idigdask.cluster.cluster_summary`).
 
     Raises
     ------
@@ -369,23 +412,28 @@ def predict(model_dir: str | os.PathLike, source: Any,
     OptionError
         For an option out of range or unknown, naming it.
     """
-    from .cluster import get_client
+    from .cluster import cluster_summary, get_client
     from .train import read_model_dir
 
     options = predict_options(options, overrides)
     config = read_model_dir(model_dir)
-    model_path = str(Path(config["model_path"]).resolve())
-    score_kwargs = dict(model_path=model_path, mtime_ns=os.stat(model_path).st_mtime_ns,
-                        normalize=config["normalize"], mean=config["channel_mean"],
+    model = ModelFile.read(config["model_path"])
+    score_kwargs = dict(normalize=config["normalize"], mean=config["channel_mean"],
                         std=config["channel_std"], batch_size=options.batch_size)
-    with get_client(client) as dask_client:
+    with get_client(client, cluster=cluster, jobs=jobs,
+                    cluster_options=cluster_options) as dask_client:
+        # one copy on the cluster, which every worker fetches once (see the module)
+        score_kwargs["model"] = dask_client.submit(_model_file, model,
+                                                   key=f"idigdask-model-{model.digest}")
         if is_store(source, storage_options):
             table = _predict_store(dask_client, config, source, storage_options,
                                    score_kwargs, options.chunks_per_task)
         else:
             table = _predict_catalog(dask_client, config, source, storage_options,
                                      score_kwargs, options, catalog_options or {})
+        where = cluster_summary(dask_client)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         table.to_parquet(out, index=False)
+    table.attrs["cluster"] = where  # after writing: not a column of the file
     return table

@@ -349,6 +349,8 @@ def _make_callback(model_dir: Path, state: dict, history: dict, patience: int, v
 # ---------------------------------------------------------------------------------
 def train(store: Any, out: str | os.PathLike = "model",
           options: TrainOptions | dict | None = None, *, client: Any = None,
+          cluster: str | None = None, jobs: int | str | None = None,
+          cluster_options: dict | None = None,
           storage_options: dict | None = None, **overrides: Any) -> TrainResult:
     """Train a classifier on the labelled images of a store.
 
@@ -365,7 +367,11 @@ def train(store: Any, out: str | os.PathLike = "model",
         Read batches on this client's workers; None uses the current client if there
         is one and a local thread pool otherwise; False forces the thread pool (the
         feed's rule, :func:`idigdask.loaders.keras.resolve_client`: training never
-        starts a cluster).
+        starts a cluster of its own).
+    cluster, jobs, cluster_options : optional
+        Read batches on workers in batch jobs of this kind (``"slurm"``, ``"sge"``...),
+        started for the call as :func:`idigdask.get_client` takes them; the network
+        trains in this process.
     storage_options : dict, optional
         fsspec options for a remote store (never saved).
     **overrides
@@ -388,6 +394,12 @@ def train(store: Any, out: str | os.PathLike = "model",
     --------
     >>> idigdask.train("sheets.zarr", "model", epochs=20, batch_size=16)  # doctest: +SKIP
     """
+    if cluster is not None and str(cluster).lower() != "local":
+        from .cluster import get_client
+
+        with get_client(cluster=cluster, jobs=jobs, cluster_options=cluster_options) as started:
+            return train(store, out, options, client=started,
+                         storage_options=storage_options, **overrides)
     # checked before Keras loads, so that a bad option is one line with no TensorFlow log
     options = with_overrides(TrainOptions, options, overrides, nested={"feed": FeedOptions})
     label, model, seed = options.label, options.model, options.seed

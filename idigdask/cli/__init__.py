@@ -21,7 +21,8 @@ from typing import Any, Sequence
 from ..errors import UserError
 
 #: Sub-command modules, in the order of the route the data takes.
-COMMANDS = ("synth", "catalog", "build", "ledger", "train", "evaluate", "predict", "demo")
+COMMANDS = ("synth", "catalog", "build", "ledger", "train", "evaluate", "predict", "demo",
+            "cluster_info")
 
 #: The libraries each command loads anyway, imported up front by :func:`entry`.
 #: Keras is left to the commands: TensorFlow logs to stderr as it loads, which would
@@ -35,6 +36,7 @@ STACKS: dict[str, tuple[str, ...]] = {
     "evaluate": ("idigdask.evaluate", *_DASK),
     "predict": ("idigdask.predict", *_DASK),
     "demo": ("idigdask.demo", *_DASK),
+    "cluster-info": ("idigdask.cluster", *_DASK),
 }
 
 
@@ -120,7 +122,7 @@ def main(argv: Sequence[str] | None = None, *, _preload: bool = False) -> int:
     try:
         # with --json, stdout carries the summary alone: progress goes to stderr
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-            summary = args._run(args)
+            summary = dry_run(args) if getattr(args, "dry_run", False) else args._run(args)
     except UserError as exc:
         from ..fetch import redact
 
@@ -134,6 +136,8 @@ def main(argv: Sequence[str] | None = None, *, _preload: bool = False) -> int:
     if args.json:
         json.dump(summary, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
+    elif "job_script" in summary:  # --dry-run: the script as the batch system gets it
+        sys.stdout.write(summary["job_script"])
     else:
         _print_text(summary)
     return 0
@@ -158,8 +162,8 @@ def _as_flag(exc: UserError, parser: argparse.ArgumentParser) -> str:
     return f"{flag}: {exc.detail}" if flag else str(exc)
 
 
-def storage_options_arg(text: str | None, flag: str = "--storage-options") -> dict | None:
-    """Parse a storage-options JSON flag, reporting bad JSON as a user error."""
+def json_object_arg(text: str | None, flag: str) -> dict | None:
+    """Parse a flag holding a JSON object, reporting bad JSON as a user error."""
     if not text:
         return None
     try:
@@ -171,14 +175,103 @@ def storage_options_arg(text: str | None, flag: str = "--storage-options") -> di
     return value
 
 
+def storage_options_arg(text: str | None, flag: str = "--storage-options") -> dict | None:
+    """Parse a storage-options JSON flag, reporting bad JSON as a user error."""
+    return json_object_arg(text, flag)
+
+
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    """Where a command's work runs: a scheduler, batch jobs or a LocalCluster."""
+    from ..hpc import JOBQUEUE_CLASSES
+
+    g = p.add_argument_group("where the work runs (defaults: dask config idigdask.cluster; "
+                             "a batch job's resources: dask-jobqueue's jobqueue.yaml)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="join this Dask scheduler (tcp://host:8786)")
+    g.add_argument("--cluster", default=None, metavar="KIND",
+                   choices=["local", *JOBQUEUE_CLASSES],
+                   help="local, or workers as batch jobs: " + ", ".join(JOBQUEUE_CLASSES))
+    g.add_argument("--jobs", default=None, metavar="N|MIN:MAX",
+                   help="batch jobs to keep (1); MIN:MAX follows the work; jobs that end "
+                        "are replaced")
+    g.add_argument("--adapt", action="store_const", const=True, default=None,
+                   help="--jobs N means between 0 and N jobs")
+    g.add_argument("--cluster-options", default=None, metavar="JSON",
+                   help="keyword arguments of the dask-jobqueue cluster over jobqueue.yaml, "
+                        "e.g. '{\"queue\": \"gpu\", \"walltime\": \"02:00:00\"}'")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the job script the batch system would get; submit nothing")
+    g.add_argument("--workers", type=int, default=None,
+                   help="worker processes of the LocalCluster (default: one thread per core)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="threads of the in-process LocalCluster (default: one per core)")
+
+
+def _cluster_kind(args: argparse.Namespace) -> str:
+    from .. import config
+
+    return str(args.cluster or config.get("cluster.kind") or "local").lower()
+
+
+def wants_cluster(args: argparse.Namespace) -> bool:
+    """Whether the command was asked to run on a cluster (a flag or the dask config)."""
+    from .. import config
+
+    return bool(args.scheduler or config.get("cluster.scheduler") or args.workers
+                or args.threads or _cluster_kind(args) != "local")
+
+
 def cluster_settings(args: argparse.Namespace):
-    """``--workers`` and ``--threads`` as the dask config of the LocalCluster a command starts."""
+    """The cluster flags as the dask config ``idigdask.cluster`` of a command's calls.
+
+    So a stage function starts its cluster itself, after it has checked its
+    arguments, and a mistake ends before any job is submitted.
+    """
     import dask
 
     settings = {f"idigdask.cluster.{key}": value for key, value in (
-        ("n-workers", getattr(args, "workers", None)),
-        ("n-threads", getattr(args, "threads", None))) if value is not None}
+        ("n-workers", args.workers), ("n-threads", args.threads),
+        ("kind", args.cluster), ("jobs", args.jobs), ("adapt", args.adapt))
+        if value is not None}
     return dask.config.set(settings) if settings else contextlib.nullcontext()
+
+
+def cluster_options_arg(args: argparse.Namespace) -> dict | None:
+    """``--cluster-options``: keyword arguments of the dask-jobqueue cluster."""
+    return json_object_arg(args.cluster_options, "--cluster-options")
+
+
+@contextlib.contextmanager
+def cluster_client(args: argparse.Namespace):
+    """The Dask client of a command, by its cluster flags over the dask config."""
+    from ..cluster import get_client
+
+    with cluster_settings(args), get_client(args.scheduler,
+                                            cluster_options=cluster_options_arg(args)) as client:
+        yield client
+
+
+def dry_run(args: argparse.Namespace) -> dict[str, Any]:
+    """``--dry-run``: the job script the command's batch jobs would run, nothing submitted."""
+    from ..hpc import job_script
+
+    kind = _cluster_kind(args)
+    if kind == "local" or args.scheduler:
+        raise UserError("--dry-run shows a batch job's script: give --cluster slurm (sge, "
+                        "pbs, lsf, htcondor...) or set idigdask.cluster.kind")
+    from .. import config
+
+    script = job_script(kind, cluster_options_arg(args), lifetime=config.get_bool("cluster.lifetime"))
+    return {"cluster": kind, "job_script": script}
+
+
+def with_cluster(summary: dict[str, Any], client) -> dict[str, Any]:
+    """A command's summary with where it ran (``cluster``: scheduler, dashboard, jobs)."""
+    from ..cluster import cluster_summary
+
+    if client is not None:
+        summary["cluster"] = cluster_summary(client)
+    return summary
 
 
 def add_catalog_options(p: argparse.ArgumentParser) -> None:

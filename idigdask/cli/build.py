@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import add_catalog_options, cluster_settings, storage_options_arg
+from . import (add_catalog_options, add_cluster_options, cluster_options_arg, cluster_settings,
+               storage_options_arg)
 
 
 def _color(text: str) -> tuple[int, int, int]:
@@ -63,12 +64,7 @@ def register(sub) -> argparse.ArgumentParser:
     fetch.add_argument("--max-bytes", type=int, help="byte cap per object (64 MiB)")
     fetch.add_argument("--allow-private", action="store_const", const=True,
                        help="fetch media from loopback and private network addresses too")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="join this Dask scheduler instead of starting a LocalCluster")
-    p.add_argument("--workers", type=int, default=None,
-                   help="worker processes of the LocalCluster (default: one thread per core)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads of the in-process LocalCluster (default: one per core)")
+    add_cluster_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -97,5 +93,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             catalog_storage_options=storage_options_arg(args.catalog_storage_options,
                                                         "--catalog-storage-options"),
             catalog_options=catalog_options, client=args.scheduler,
+            cluster_options=cluster_options_arg(args),
             progress=False if args.no_progress else None)
     return result.summary()

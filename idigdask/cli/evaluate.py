@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import storage_options_arg
+from . import add_cluster_options, cluster_client, storage_options_arg, wants_cluster, with_cluster
 
 #: The flags that set a field of EvaluateOptions, by field name.
 OPTION_FLAGS = ("batch_size", "n_worst")
@@ -26,6 +26,7 @@ def register(sub) -> argparse.ArgumentParser:
     option.add_argument("--batch-size", type=int, help="images per inference step (64)")
     option.add_argument("--n-worst", type=int, metavar="N",
                         help="worst-classified test images listed and shown (16)")
+    add_cluster_options(p)
     return p
 
 
@@ -34,9 +35,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     overrides = {name: getattr(args, name) for name in OPTION_FLAGS
                  if getattr(args, name) is not None}
-    metrics = evaluate(args.model_dir, args.store, overrides, out=args.output,
-                       storage_options=storage_options_arg(args.storage_options),
-                       client=False)
+    storage_options = storage_options_arg(args.storage_options)
+    if wants_cluster(args):
+        with cluster_client(args) as client:
+            metrics = evaluate(args.model_dir, args.store, overrides, out=args.output,
+                               storage_options=storage_options, client=client)
+            return with_cluster(_summary(metrics), client)
+    # without a cluster, batches are read ahead in a local thread pool
+    return _summary(evaluate(args.model_dir, args.store, overrides, out=args.output,
+                             storage_options=storage_options, client=False))
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "report_dir": metrics["report_dir"], "test_images": metrics["n"],
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro"]["f1"],

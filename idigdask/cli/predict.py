@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import add_catalog_options, storage_options_arg
+from . import (add_catalog_options, add_cluster_options, cluster_options_arg, cluster_settings,
+               storage_options_arg)
 
 #: The flags that set a field of PredictOptions, of its BuildOptions or of their
 #: FetchOptions, by field name.
@@ -21,8 +22,6 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="predictions.parquet", metavar="PARQUET",
                    help="where the predictions go (predictions.parquet)")
     add_catalog_options(p)
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="join this Dask scheduler instead of starting a LocalCluster")
     # every default is the dask config's (idigdask.yaml): a flag given overrides it
     option = p.add_argument_group("prediction options (defaults: dask config "
                                   "idigdask.predict, idigdask.build, idigdask.fetch)")
@@ -36,6 +35,7 @@ def register(sub) -> argparse.ArgumentParser:
                         help="fetch local files even when the catalog is remote")
     option.add_argument("--allow-private", action="store_const", const=True,
                         help="fetch media from loopback and private network addresses too")
+    add_cluster_options(p)
     return p
 
 
@@ -47,12 +47,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "id_column": args.id_column, "label_column": args.label_column}.items() if v}
     overrides = {name: getattr(args, name) for name in OPTION_FLAGS
                  if getattr(args, name) is not None}
-    table = predict(args.model_dir, args.source, out=args.output,
-                    storage_options=storage_options_arg(args.storage_options),
-                    catalog_options=catalog_options, client=args.scheduler, **overrides)
+    with cluster_settings(args):
+        table = predict(args.model_dir, args.source, out=args.output,
+                        storage_options=storage_options_arg(args.storage_options),
+                        catalog_options=catalog_options, client=args.scheduler,
+                        cluster_options=cluster_options_arg(args), **overrides)
     predicted = table.loc[table["status"] == "ok", "predicted"].astype(str).value_counts()
     return {
         "output": args.output, "images": len(table),
         "status": {str(k): int(v) for k, v in table["status"].value_counts().items()},
         "predicted": {str(k): int(v) for k, v in predicted.items()},
+        "cluster": table.attrs.get("cluster", {}),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import storage_options_arg
+from . import add_cluster_options, cluster_client, storage_options_arg, wants_cluster, with_cluster
 
 #: The flags that set a field of TrainOptions or of its FeedOptions, by field name.
 OPTION_FLAGS = ("label", "model", "weights", "epochs", "batch_size", "seed", "input_size",
@@ -21,8 +21,6 @@ def register(sub) -> argparse.ArgumentParser:
                    help="the model folder to write")
     p.add_argument("--storage-options", default=None, metavar="JSON",
                    help="fsspec storage options of the store, as JSON")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="read batches on the workers of this Dask scheduler")
     # every default is the dask config's (idigdask.yaml): a flag given overrides it
     option = p.add_argument_group("training options (defaults: dask config idigdask.train "
                                   "and idigdask.feed)")
@@ -50,6 +48,8 @@ def register(sub) -> argparse.ArgumentParser:
                         help="continue from the last checkpoint")
     option.add_argument("--quiet", dest="verbose", action="store_const", const=0,
                         help="no per-epoch lines")
+    # the network trains in this process; the feed reads batches on the workers
+    add_cluster_options(p)
     return p
 
 
@@ -59,14 +59,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     storage_options = storage_options_arg(args.storage_options)
     overrides = {name: getattr(args, name) for name in OPTION_FLAGS
                  if getattr(args, name) is not None}
-    if args.scheduler:
-        from ..cluster import get_client
-
-        with get_client(args.scheduler) as client:
+    if wants_cluster(args):
+        with cluster_client(args) as client:
             result = train(args.store, args.output, overrides, client=client,
                            storage_options=storage_options)
-    else:
-        # Without a scheduler, batches are read ahead in a local thread pool.
-        result = train(args.store, args.output, overrides, client=False,
-                       storage_options=storage_options)
-    return result.summary()
+            return with_cluster(result.summary(), client)
+    # without a cluster, batches are read ahead in a local thread pool
+    return train(args.store, args.output, overrides, client=False,
+                 storage_options=storage_options).summary()
