@@ -159,12 +159,28 @@ def _ledger_of(result: BatchResult) -> pd.DataFrame:
     return result.ledger
 
 
+class RecomputedBatchError(RuntimeError):
+    """A batch done again (its worker was lost) whose images are not those placed."""
+
+
 def _write_segment(store: str, storage_options: dict | None, start: int,
-                   selection: list[tuple[int, int]], *results: BatchResult) -> np.ndarray:
-    """Write the pixels of one chunk-aligned segment; return their (3, 256) histogram."""
+                   selection: list[tuple[int, int, str]], *results: BatchResult) -> np.ndarray:
+    """Write the pixels of one chunk-aligned segment; return their (3, 256) histogram.
+
+    ``selection`` holds (batch, pixel index, sha256) of each image. A batch whose
+    worker was lost is computed again, fetching again: its pixels are written only if
+    they are the images the driver placed (the same SHA-256), never another row's.
+    """
     from .store import channel_histograms, write_images
 
-    pixels = np.stack([results[b].pixels[p] for b, p in selection])
+    shas = [dict(zip(r.ledger["pixel_index"], r.ledger["sha256"])) for r in results]
+    wrong = [(b, p) for b, p, sha in selection if shas[b].get(p) != sha]
+    if wrong:
+        raise RecomputedBatchError(
+            f"{len(wrong)} image(s) of a batch done again after its worker was lost differ "
+            "from the first fetch (the server answered differently); the wave is not "
+            "committed: run the build again to resume")
+    pixels = np.stack([results[b].pixels[p] for b, p, _ in selection])
     write_images(store, storage_options, start, pixels)
     return channel_histograms(pixels)
 
@@ -383,6 +399,8 @@ class _Builder:
             return []
         start, k = self.n_images, len(selection)
         self.store.resize(start + k)
+        ok = ledger["image_index"].to_numpy() >= 0
+        shas = ledger.loc[ok, "sha256"].tolist()  # in store order, as the selection
         writes = []
         for pos, end in chunk_segments(start, k, self.chunk_size):
             # one task per chunk-aligned segment, so no two tasks write one chunk at once;
@@ -394,10 +412,10 @@ class _Builder:
                 wait(self.last_write)
             writes.append(self.client.submit(
                 _write_segment, self.store.url, self.store.storage_options, start + pos,
-                [(remap[b], p) for b, p in seg], *[futures[b] for b in used],
+                [(remap[b], p, sha) for (b, p), sha in zip(seg, shas[pos:end])],
+                *[futures[b] for b in used],
                 pure=False, priority=10))
         self.last_write = writes[-1]
-        ok = ledger["image_index"].to_numpy() >= 0
         chosen = rows.iloc[np.flatnonzero(ok)]
         coords = {
             "media_uuid": ledger.loc[ok, "media_uuid"].to_numpy(dtype=object),

@@ -249,11 +249,20 @@ def jobqueue_cluster(kind: str, jobs: Jobs, cluster_options: dict | None = None,
     """
     cluster = _make(kind, cluster_options, lifetime)
     try:
-        cluster.scale(jobs=max(jobs.minimum, 1))
-        # what SpecCluster's constructor does for its first workers: wait for the
-        # submissions, which raise with the submit command's output when refused
+        # what SpecCluster does for the workers given to its constructor: add them to
+        # the spec and wait for their start, here the submissions, which raise with the
+        # submit command's output when refused (scale() would only log that)
+        while len(cluster.worker_spec) < max(jobs.minimum, 1):
+            cluster.worker_spec.update(cluster.new_worker_spec())
         cluster.sync(cluster._correct_state)
     except RuntimeError as exc:
+        from distributed.core import Status
+
+        # a job never submitted has nothing to cancel; marked failed, as SpecCluster's
+        # close expects of every worker it created
+        for job in cluster._created:
+            if not getattr(job, "job_id", None):
+                job.status = Status.failed
         cluster.close()
         raise UserError(f"--cluster {kind}: the batch system refused the job: "
                         f"{_refusal(str(exc))}") from None

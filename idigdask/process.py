@@ -137,8 +137,10 @@ def process_batch(rows: pd.DataFrame, options: "BuildOptions") -> BatchResult:
             continue
         wanted.append(i)
 
+    # a body's pixels go to its row's slot, not to the next free one: the fetches end
+    # in any order, and a batch done again (its worker lost) must give the same layout
     pixels = np.zeros((len(wanted), options.size, options.size, 3), np.uint8)
-    n_ok = 0
+    ok = np.zeros(len(wanted), bool)
     hash_functions = rows["hash_function"].tolist() if "hash_function" in rows else [None] * n
     hash_values = rows["hash_value"].tolist() if "hash_value" in rows else [None] * n
     uris = [str(rows["access_uri"].iloc[i]) for i in wanted]
@@ -160,11 +162,12 @@ def process_batch(rows: pd.DataFrame, options: "BuildOptions") -> BatchResult:
             continue
         finally:
             out["seconds"][i] = round(out["seconds"][i] + time.perf_counter() - started, 4)
-        pixels[n_ok] = image.pixels
+        pixels[j], ok[j] = image.pixels, True
         out["status"][i] = "ok"
         out["sha256"][i], out["phash"][i] = image.sha256, image.phash
         out["source_width"][i], out["source_height"][i] = image.source_width, image.source_height
         out["warnings"][i] = "; ".join(image.warnings) or None
-        out["pixel_index"][i] = n_ok
-        n_ok += 1
-    return BatchResult(pixels=pixels[:n_ok].copy(), ledger=pd.DataFrame(out))
+    kept = np.flatnonzero(ok)
+    for rank, j in enumerate(kept):  # the ok rows' pixels, in row order
+        out["pixel_index"][wanted[j]] = rank
+    return BatchResult(pixels=pixels[kept], ledger=pd.DataFrame(out))
