@@ -114,6 +114,10 @@ def jobqueue_settings(kind: str, queue: str, logs: Path, **extra) -> dict:
 def jobqueue(tmp_path):
     """Write ``jobqueue.yaml`` for a kind; return the settings and a CLI environment."""
     import dask
+    # their defaults first: leaving a dask.config.set of keys whose parent was missing
+    # removes the whole parent, defaults registered meanwhile included
+    import dask_jobqueue  # noqa: F401
+    import distributed  # noqa: F401
 
     folder = tmp_path / "dask-config"
     folder.mkdir()
