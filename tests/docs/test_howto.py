@@ -320,3 +320,36 @@ def test_search_page(tmp_path, idigbio):
     ds = idigdask.open_dataset(str(work / "families.zarr"))
     assert sorted(set(ds["label"].values)) == ["lycopodiaceae", "selaginellaceae"]
     assert all("/v2/media/" in u for u in idigdask.read_ledger(str(work / "sheets.zarr"))["access_uri"])
+
+
+@pytest.fixture(scope="module")
+def figshare(tmp_path_factory):
+    """Figshare's download path, stood in for by a MediaServer: two archives of small
+    synthetic sheets (stained, unstained) at ``/ndownloader/files/<FILE_ID>``."""
+    from idigdask.synthetic import make_sheets
+    from idigdask.testing.media_server import MediaServer
+
+    root = tmp_path_factory.mktemp("figshare")
+    sheets = make_sheets(root / "sheets", n=40, size=(160, 240), seed=3)
+    files = root / "site" / "ndownloader" / "files"
+    files.mkdir(parents=True)
+    for name, folder, flag in (("STAINED_FILE_ID", "Stained", 1),
+                               ("UNSTAINED_FILE_ID", "Unstained", 0)):
+        with zipfile.ZipFile(files / name, "w") as archive:
+            for i, (path, stained) in enumerate(zip(sheets.paths, sheets.stained)):
+                if stained == flag:
+                    archive.write(path, f"{folder}/US {3000000 + i}.jpg")
+    with MediaServer(root / "site") as server:
+        yield server
+
+
+def test_schuettpelz_page(tmp_path, figshare):
+    steps, work = run_page("schuettpelz", tmp_path, {
+        FIGSHARE: figshare.url + "/ndownloader/files/",  # the archives
+        "--epochs 30": "--epochs 1",                     # a test's training: one epoch
+        "--size 256": "--size 64",                       # of tiny images
+    })
+    import idigdask
+
+    assert idigdask.read_ledger(str(work / "mercury" / "mercury.zarr"))["status"].eq("ok").sum() == 40
+    assert (work / "mercury" / "mercury-report" / "metrics.json").is_file()
