@@ -607,7 +607,7 @@ def decode_bytes(img: Image.Image, size: int = 256, resize_mode: str = "pad") ->
     """Estimated peak bytes of decoding ``img`` (opened, not loaded) for a ``size`` output.
 
     The pixel count of the decoded raster times the bytes a pixel of its mode costs
-    (:func:`_pixel_bytes`: Pillow's raster, the 8-bit conversion, transparency and the
+    (``_pixel_bytes``: Pillow's raster, the 8-bit conversion, transparency and the
     crop copy; for JPEG 2000 also OpenJPEG's 32-bit samples), plus a fixed allowance
     for work buffers. A JPEG counts at the reduced DCT scale that covers ``size``; a
     progressive one also keeps libjpeg's coefficients of the whole image (2 bytes a

@@ -33,7 +33,7 @@ Reasons
 ``http_410``, ``http_429`` ...), ``http_5xx`` for every 5xx, ``too_large``,
 ``redirect_loop`` (too many redirects), ``truncated`` (body shorter than its
 Content-Length, or cut mid-body), ``private_address`` (an http(s) URL, or one of its
-redirects, reaches an address that :attr:`FetchOptions.allow_private` keeps out),
+redirects, reaches an address that :class:`FetchOptions`' ``allow_private`` keeps out),
 ``not_found`` and ``access_denied`` (files and object stores), ``error`` (anything
 else).
 

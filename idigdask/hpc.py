@@ -7,7 +7,7 @@ environment) come from dask-jobqueue's own configuration,
 ``cluster_options``, the keyword arguments of its cluster class. idigdask adds three
 things:
 
-- the jobs are always managed by :meth:`~distributed.deploy.Adaptive` between a
+- the jobs are always managed by :class:`~distributed.deploy.Adaptive` between a
   minimum and a maximum (equal for a fixed count), so a job that the batch system
   cancels, pre-empts or kills is replaced by a new one, as dask-jobqueue advises for
   walltime kills;

@@ -6,7 +6,7 @@ A catalog archive is untrusted input. Before a byte is written, every member is 
 * it is a regular file or a folder, or, in a tar, a link whose target stays inside the
   archive; devices, FIFOs and zip symbolic links are refused;
 * the sizes its directory declares stay within :data:`MAX_EXPANDED_BYTES` in all and
-  :data:`MAX_RATIO` times the compressed size (a zip's per member, a tar's for the whole
+  ``MAX_RATIO`` times the compressed size (a zip's per member, a tar's for the whole
   stream, which is compressed as one).
 
 Tar members are then written through :mod:`tarfile`'s ``data`` filter as a second line of

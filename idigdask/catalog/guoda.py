@@ -3,7 +3,7 @@
 Both carry iDigBio's cleaned top-level fields (``uuid``, ``accessuri``, ``format``,
 ``xpixels``...) next to ``data``, the provider's raw record keyed by namespaced terms
 (``ac:accessURI``, ``dcterms:format``...). In a flattened partition the raw fields are
-columns named ``data.<term>``; :func:`map_media_records` turns such a partition into
+columns named ``data.<term>``; ``map_media_records`` turns such a partition into
 the catalog schema.
 
 Where iDigBio's value is missing the provider's is used: the URI falls back to

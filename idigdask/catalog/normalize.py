@@ -1,7 +1,7 @@
 """Row-level normalization shared by every source: dtypes, identifiers, exclusions.
 
 Each source maps its own fields onto the catalog's column names (see
-:mod:`idigdask.catalog.schema`) and hands a pandas partition to :func:`finish_partition`,
+:mod:`idigdask.catalog.schema`) and hands a pandas partition to ``finish_partition``,
 which casts the dtypes, fills ``media_uuid`` and decides ``excluded`` for what can be
 judged from the row alone. Duplicates need the whole catalog: see
 :mod:`idigdask.catalog.dedupe`.
