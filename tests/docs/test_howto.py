@@ -178,6 +178,7 @@ def run_page(name: str, tmp_path: Path, substitutions: dict[str, str],
     assert commands, f"{page}: no commands"
     assert prompt_lines(page) == len(commands), \
         f"{page}: a '$ ' line outside a console block would not be run"
+    substitutions = dict(substitutions)
     used = {key: False for key in substitutions}
 
     def substitute(text: str) -> str:
@@ -353,3 +354,56 @@ def test_schuettpelz_page(tmp_path, figshare):
 
     assert idigdask.read_ledger(str(work / "mercury" / "mercury.zarr"))["status"].eq("ok").sum() == 40
     assert (work / "mercury" / "mercury-report" / "metrics.json").is_file()
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def _batch_env(script: str, check: list[str]) -> dict[str, str]:
+    """The environment of the project's running Slurm or Grid Engine (``ci/<script> env``).
+
+    Never starts or stops one: ``make test`` (ci/test.sh) does. Skips when none
+    answers, or fails under ``CI=true``.
+    """
+    def unavailable(reason: str):
+        message = f"{script}: {reason} (make test starts it: ci/test.sh)"
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+    found = subprocess.run(["bash", str(ROOT / "ci" / script), "env"], capture_output=True,
+                           text=True, timeout=60)
+    if found.returncode != 0:
+        unavailable("not running")
+    env = {}
+    for line in found.stdout.splitlines():
+        if line.startswith("export ") and "=" in line:
+            name, _, value = line[len("export "):].partition("=")
+            env[name.strip()] = value.strip().strip("'\"")
+    if shutil.which(check[0]) is None or subprocess.run(
+            check, env={**os.environ, **env}, capture_output=True, timeout=30).returncode:
+        unavailable(f"{' '.join(check)} does not answer")
+    return env
+
+
+@pytest.fixture
+def batch_systems():
+    """The environment of both batch systems the HPC page uses."""
+    return {**_batch_env("slurm.sh", ["sinfo", "-h"]), **_batch_env("sge.sh", ["qstat", "-f"])}
+
+
+def test_hpc_page(tmp_path, batch_systems):
+    steps, work = run_page("hpc", tmp_path, {
+        "/work/main/.venv": sys.prefix,  # the page's prologue: this checkout's venv
+        "--epochs 2": "--epochs 1",
+    }, env={**batch_systems,
+            # a job whose worker died is given up after 2 s, not 15: replaced sooner
+            "DASK_DISTRIBUTED__DEPLOY__LOST_WORKER_TIMEOUT": "2s"})
+    log = (work / "cancelled.log").read_text()
+    ended = re.search(r"^\s*ended: (\d+)", log, re.M)
+    assert ended and int(ended.group(1)) >= 1, f"no job of the build was cancelled:\n{log}"
+
+
+def test_configuration_page(tmp_path):
+    run_page("configuration", tmp_path, {})
