@@ -151,7 +151,7 @@ while child.poll() is None:
     try:
         if len(idigdask.read_ledger(store)) >= 8:
             break
-    except idigdask.UserError:  # the store is not there yet
+    except Exception:  # the store is not there yet, or not whole yet
         pass
     time.sleep(0.05)
 child.send_signal(signal.SIGKILL)
