@@ -400,10 +400,30 @@ def test_hpc_page(tmp_path, batch_systems):
     }, env={**batch_systems,
             # a job whose worker died is given up after 2 s, not 15: replaced sooner
             "DASK_DISTRIBUTED__DEPLOY__LOST_WORKER_TIMEOUT": "2s"})
+    # the job the page cancelled was one of the build's, and a new one replaced it
+    n = next(i for i, s in enumerate(steps) if s.kind == "run" and "scancel" in s.text)
+    victim = (tmp_path / "logs" / f"{n}.log").read_text().split()[-1]
     log = (work / "cancelled.log").read_text()
-    ended = re.search(r"^\s*ended: (\d+)", log, re.M)
-    assert ended and int(ended.group(1)) >= 1, f"no job of the build was cancelled:\n{log}"
+    ids = re.search(r"^\s*ids: \[(.*)\]", log, re.M).group(1)
+    assert victim.isdigit() and f"'{victim}'" not in ids, log
+    shown = subprocess.run(["scontrol", "show", "job", victim], capture_output=True, text=True,
+                           env={**os.environ, **batch_systems}).stdout
+    completed = Path(batch_systems["IDIGDASK_SLURM_DIR"], "log", "jobcomp.txt")
+    record = shown if shown.strip() else "\n".join(
+        line for line in completed.read_text().splitlines() if f"JobId={victim} " in line)
+    assert "JobState=CANCELLED" in record, record
 
 
 def test_configuration_page(tmp_path):
     run_page("configuration", tmp_path, {})
+
+
+def test_ledger_page(tmp_path):
+    steps, work = run_page("ledger", tmp_path, {})
+    import idigdask
+
+    ledger = idigdask.read_ledger(str(work / "odd.zarr"))
+    assert dict(zip(ledger["access_uri"].str.rsplit("/", n=1).str[-1], ledger["status"])) \
+        == {"copy.jpg": "duplicate", "missing.jpg": "ok", "labels.csv": "failed",
+            "sheet.jpg": "excluded", **{Path(u).name: "ok" for u in ledger["access_uri"]
+                                        if "/sheets/images/" in u}}
