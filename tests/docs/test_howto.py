@@ -427,3 +427,7 @@ def test_ledger_page(tmp_path):
         == {"copy.jpg": "duplicate", "missing.jpg": "ok", "labels.csv": "failed",
             "sheet.jpg": "excluded", **{Path(u).name: "ok" for u in ledger["access_uri"]
                                         if "/sheets/images/" in u}}
+
+
+def test_performance_page(tmp_path):
+    run_page("performance", tmp_path, {})
