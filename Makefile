@@ -15,7 +15,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[all,test]'
-	touch $@ $(VENV)/.demo-installed
+	touch $@ $(VENV)/.demo-installed $(VENV)/.docs-installed
 
 ## make demo: synthetic herbarium sheets -> catalog -> Zarr store -> CNN -> report
 demo: $(VENV)/.demo-installed
@@ -30,9 +30,14 @@ bench: $(VENV)/.test-installed
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/compare.py
 
-docs: $(VENV)/.test-installed
+$(VENV)/.docs-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[docs]'
-	$(BIN)/sphinx-build -q -b html docs docs/_build/html
+	touch $@
+
+## make docs: the site, its worked examples run, warnings as errors -> docs/_build/html
+docs: $(VENV)/.docs-installed
+	$(BIN)/python -m sphinx -W --keep-going -n -b html docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
 
 clean:
-	rm -rf $(VENV) docs/_build idigdask-demo .pytest_cache
+	rm -rf $(VENV) docs/_build docs/api/generated docs/auto_examples docs/sg_execution_times.rst idigdask-demo .pytest_cache

@@ -41,7 +41,6 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.intersphinx",
-    "sphinx.ext.viewcode",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
 ]
@@ -103,6 +102,8 @@ sphinx_gallery_conf = {
     "only_warn_on_example_error": False,
     "show_memory": False,
     "reset_modules": ("matplotlib",),
+    # the computation-times page loads its table scripts from a CDN: not offline
+    "write_computation_times": False,
 }
 
 # ---------------------------------------------------------------- HTML
@@ -115,7 +116,9 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
+html_context = {"default_mode": "auto"}
 html_show_sourcelink = False
+html_favicon = "_static/favicon.svg"
 html_last_updated_fmt = None
 
 
@@ -146,7 +149,7 @@ def markdown_to_rst(markdown: str) -> list[str]:
         if line.startswith("# ") and not out:          # the title: the page has its own
             i += 1
         elif line.startswith("```"):                     # a fenced block: a literal block
-            out += ["::", ""]
+            out += [".. code-block:: text", ""]
             i += 1
             while i < len(lines) and not lines[i].startswith("```"):
                 out.append("   " + lines[i] if lines[i] else "")
