@@ -83,6 +83,12 @@ class FeedOptions:
         Let Keras call the feed from worker processes (:class:`keras.utils.PyDataset`).
     max_queue_size : int
         Batches Keras queues when ``workers`` > 1 (:class:`keras.utils.PyDataset`).
+
+    Examples
+    --------
+    >>> from idigdask import FeedOptions
+    >>> FeedOptions(batch_size=16, augment=True).batch_size
+    16
     """
 
     batch_size: int = setting("feed.batch-size")

@@ -87,6 +87,14 @@ class BuildOptions:
     fetch : FetchOptions
         Timeouts, retries, concurrency, byte cap, address policy and storage options
         for the media.
+
+    Examples
+    --------
+    >>> from idigdask import BuildOptions
+    >>> options = BuildOptions(size=128, resize_mode="crop")
+    >>> options.size, options.resize_mode
+    (128, 'crop')
+    >>> result = build_dataset(catalog, "sheets.zarr", options=options)    # doctest: +SKIP
     """
 
     size: int = setting("build.size")

@@ -258,6 +258,24 @@ def cluster_summary(client: "Client") -> dict[str, Any]:
 
     The ``cluster`` section of every command's summary (``--json``) and of
     ``idigdask cluster-info``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The client the work ran through.
+
+    Returns
+    -------
+    dict
+        ``scheduler``, ``dashboard``, ``workers``, ``threads`` and, on a batch system,
+        ``jobs`` (kind, pending, running, ended, ids).
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster
+    >>> with LocalCluster(n_workers=1, processes=False) as cluster, Client(cluster) as client:
+    ...     sorted(cluster_summary(client))                               # doctest: +SKIP
+    ['dashboard', 'scheduler', 'threads', 'workers']
     """
     info = client.scheduler_info(n_workers=-1)
     workers = info.get("workers", {})

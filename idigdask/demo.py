@@ -71,6 +71,11 @@ def run_demo(
     -------
     dict
         Paths of the outputs and the held-out metrics.
+
+    Examples
+    --------
+    >>> summary = run_demo("idigdask-demo", n=200, epochs=2)  # doctest: +SKIP
+    >>> # idigdask-demo/report/index.html: metrics, curves, confusion matrix, ROC
     """
     from distributed import Client, LocalCluster
 

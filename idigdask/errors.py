@@ -17,7 +17,16 @@ class IdigdaskError(Exception):
 
 
 class UserError(IdigdaskError, ValueError):
-    """A mistake in what the caller asked for: reported in one line, exit code 2."""
+    """A mistake in what the caller asked for: reported in one line, exit code 2.
+
+    Examples
+    --------
+    >>> from idigdask import UserError
+    >>> try:
+    ...     idigdask.read_catalog("no-such-file.parquet")              # doctest: +SKIP
+    ... except UserError as error:
+    ...     print(error)                                               # one line, exit code 2 in the CLI
+    """
 
 
 class MediaError(IdigdaskError):
@@ -30,6 +39,13 @@ class MediaError(IdigdaskError):
         ``"not_an_image"``, ``"truncated"`` or ``"bomb"``.
     message : str
         A human-readable explanation (never containing credentials).
+
+    Examples
+    --------
+    A bad record becomes a ledger row with its reason instead of stopping the build:
+
+    >>> ledger = idigdask.read_ledger("sheets.zarr")                     # doctest: +SKIP
+    >>> ledger[ledger.status == "failed"][["media_uuid", "reason"]]      # doctest: +SKIP
     """
 
     def __init__(self, reason: str, message: str = ""):

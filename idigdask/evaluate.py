@@ -47,6 +47,12 @@ class EvaluateOptions:
         Images per inference step.
     n_worst : int
         How many worst-classified test images to list and show (0: none).
+
+    Examples
+    --------
+    >>> from idigdask import EvaluateOptions
+    >>> EvaluateOptions(n_worst=8).n_worst
+    8
     """
 
     batch_size: int = setting("evaluate.batch-size")

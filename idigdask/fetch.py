@@ -152,6 +152,12 @@ class FetchOptions:
     Through an HTTP proxy (``storage_options={"proxy": ...}``) the proxy resolves the
     names, so only URLs that spell an address are checked; the proxy's own address is
     the caller's choice and is not.
+
+    Examples
+    --------
+    >>> from idigdask import FetchOptions
+    >>> FetchOptions(timeout=10, retries=2).timeout
+    10.0
     """
 
     timeout: float = setting("fetch.timeout")

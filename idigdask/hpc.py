@@ -206,6 +206,24 @@ def job_script(kind: str, cluster_options: dict | None = None, *, lifetime: bool
 
     It names the scheduler this process would start, so its address is the one of a
     run started now. Show it to your HPC support, or check the directives.
+
+    Parameters
+    ----------
+    kind : str
+        The batch system, as ``--cluster`` names it (``slurm``, ``sge``...).
+    cluster_options : dict, optional
+        Keyword arguments of dask-jobqueue's cluster class, over its configuration.
+    lifetime : bool
+        Whether workers retire before the walltime.
+
+    Returns
+    -------
+    str
+        The job script a worker's job would run (``--dry-run``).
+
+    Examples
+    --------
+    >>> print(job_script("slurm", {"cores": 1, "memory": "2GB"}))          # doctest: +SKIP
     """
     cluster = _make(kind, cluster_options, lifetime)
     try:
@@ -246,6 +264,11 @@ def jobqueue_cluster(kind: str, jobs: Jobs, cluster_options: dict | None = None,
     UserError
         When dask-jobqueue or the batch system is missing, the options are wrong, or
         the batch system refuses the job.
+
+    Examples
+    --------
+    >>> cluster = jobqueue_cluster("slurm", parse_jobs("2"))              # doctest: +SKIP
+    >>> client = distributed.Client(cluster)                              # doctest: +SKIP
     """
     cluster = _make(kind, cluster_options, lifetime)
     try:

@@ -62,6 +62,12 @@ class PredictOptions:
         are made the model's size, with ``resize_mode``. ``allow_local`` None fetches
         local files only for a local catalog, as a build does; fetch storage options
         left None are the call's ``storage_options``.
+
+    Examples
+    --------
+    >>> from idigdask import PredictOptions
+    >>> PredictOptions(batch_size=64).batch_size
+    64
     """
 
     batch_size: int = setting("predict.batch-size")

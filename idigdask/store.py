@@ -194,6 +194,11 @@ def read_ledger(store: str, storage_options: dict | None = None, *,
         ``excluded``), ``reason``, ``message``, ``warnings``, ``duplicate_of``,
         ``attempts``, ``nbytes``, ``seconds``, ``image_index`` (position in
         ``images`` or -1) and more, in catalog order.
+
+    Examples
+    --------
+    >>> ledger = read_ledger("sheets.zarr")                              # doctest: +SKIP
+    >>> ledger.groupby(["status", "reason"]).size()                      # doctest: +SKIP
     """
     ledger = _read_parts(store, storage_options).ledger
     if not retired:

@@ -610,6 +610,13 @@ def make_sheets(out_dir: str | os.PathLike, n: int = 200, *, size: Sequence[int]
     columns of a GUODA media dump with the provider record in a nested ``data`` struct
     whose keys contain ``:``) and ``labels.csv`` (``record_uuid``, ``catalogNumber``,
     ``stained``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> sheets = make_sheets(tempfile.mkdtemp(), n=4, size=(64, 96), seed=1)
+    >>> sheets.n, len(sheets.stained)
+    (4, 4)
     """
     _validate(n, stained_fraction, quality, seed)
     nominal = check_size(size)

@@ -102,6 +102,13 @@ class TrainOptions:
         validation split is not, both use ``seed``, and the scaling is the one the
         model expects (:func:`idigdask.models.input_scaling`) with the store's
         channel statistics.
+
+    Examples
+    --------
+    >>> from idigdask import TrainOptions
+    >>> TrainOptions(epochs=5, label="label").epochs
+    5
+    >>> idigdask.train("sheets.zarr", out="model", options=TrainOptions(epochs=5))  # doctest: +SKIP
     """
 
     label: str = setting("train.label")

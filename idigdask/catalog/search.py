@@ -73,6 +73,11 @@ def media_url(uuid: str, size: str | None = "webview", base_url: str = MEDIA_API
     base_url : str
         The API root.
 
+    Returns
+    -------
+    str
+        The URL of the media record's image at that size.
+
     Examples
     --------
     >>> media_url("0a1b", "thumbnail")
@@ -511,6 +516,11 @@ def search_media(rq: dict | None = None, mq: dict | None = None, *, limit: int |
     UserError
         On a 4xx answer, an answer too large or not a page of items, or failures worth
         retrying after every retry.
+
+    Examples
+    --------
+    >>> frame = search_media({"family": "lycopodiaceae"}, limit=100)      # doctest: +SKIP
+    >>> frame[["media_uuid", "url"]].head()                               # doctest: +SKIP
     """
     items = search_items(rq, mq, limit=limit, fields=fields, base_url=base_url, page_size=page_size,
                          retries=retries, backoff=backoff, timeout=timeout, session=session,

@@ -79,6 +79,13 @@ class StoreFeed(keras.utils.PyDataset):
     -----
     Pass ``shuffle=False`` to ``Model.fit``: the feed shuffles itself, and Keras' own
     batch shuffle would defeat the read-ahead.
+
+    Examples
+    --------
+    >>> feed = StoreFeed("sheets.zarr", indices=[0, 1, 2, 3], labels=[0, 1, 0, 1],
+    ...                  batch_size=2)                                # doctest: +SKIP
+    >>> images, labels = feed[0]                                          # doctest: +SKIP
+    >>> model.fit(feed, epochs=2)                                         # doctest: +SKIP
     """
 
     def __init__(self, store: Any, indices: Sequence[int] | None = None,

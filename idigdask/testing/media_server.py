@@ -101,6 +101,13 @@ class MediaServer:
     -----
     The server starts in a background thread at construction. Use it as a context
     manager, or call :meth:`close`. See the module docstring for the routes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with MediaServer(tempfile.mkdtemp()) as server:                   # doctest: +SKIP
+    ...     server.url
+    'http://127.0.0.1:...'
     """
 
     def __init__(
