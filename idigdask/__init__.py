@@ -11,6 +11,8 @@ TensorFlow and s3fs load only when a function that needs them is called.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -48,8 +50,32 @@ from .errors import MediaError, UserError  # noqa: E402  (cheap, no heavy import
 def __getattr__(name: str) -> Any:
     if name in _API:
         module = importlib.import_module(f".{_API[name]}", __name__)
-        return getattr(module, name)
+        value = getattr(module, name)
+        globals()[name] = value  # looked up once
+        return value
     raise AttributeError(f"module 'idigdask' has no attribute {name!r}")
+
+
+#: Functions named like the module that defines them: ``idigdask.train``...
+_SAME_NAME = {name for name, module in _API.items() if name == module}
+
+
+class _Package(types.ModuleType):
+    """The package, whose functions keep their names when their modules load.
+
+    Importing a submodule binds it to the package under its name, so the first
+    ``from idigdask.train import TrainOptions`` (or any module doing
+    ``from .train import ...``) would turn ``idigdask.train`` from the function into
+    the module. The submodules stay in ``sys.modules`` under their full names.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SAME_NAME and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __dir__() -> list[str]:

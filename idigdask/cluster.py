@@ -239,15 +239,22 @@ def _batch_jobs(kind: str, jobs: int | str | None,
 
     from . import config, hpc
 
+    import dask
+
     spec = hpc.parse_jobs(config.get("cluster.jobs") if jobs is None else jobs,
                           adapt=config.get_bool("cluster.adapt"))
-    started = hpc.jobqueue_cluster(kind, spec, cluster_options,
-                                   lifetime=config.get_bool("cluster.lifetime"))
+    # batch systems end workers as a matter of course (pre-emption, walltime, memory):
+    # a task is given up after more lost workers than distributed's default 3
+    failures = max(10, int(dask.config.get("distributed.scheduler.allowed-failures")))
+    with dask.config.set({"distributed.scheduler.allowed-failures": failures}):
+        started = hpc.jobqueue_cluster(kind, spec, cluster_options,
+                                       lifetime=config.get_bool("cluster.lifetime"))
     try:
         with Client(started) as client:
             log.info("scheduler %s; dashboard %s; waiting for the first worker",
                      client.scheduler.address, dashboard_link(client))
             hpc.wait_for_workers(client, started)
+            hpc.keep_jobs(started, spec)
             yield client
     finally:
         started.close()  # cancels the jobs

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["JOBQUEUE_CLASSES", "Jobs", "parse_jobs", "lifetime_args", "batch_system",
            "jobqueue_cluster",
-           "job_script", "job_states", "queue_jobs", "wait_for_workers", "jobs_summary"]
+           "keep_jobs", "job_script", "job_states", "queue_jobs", "wait_for_workers",
+           "jobs_summary"]
 
 #: The batch systems of dask-jobqueue, by the name ``--cluster`` takes.
 JOBQUEUE_CLASSES = {"slurm": "SLURMCluster", "sge": "SGECluster", "pbs": "PBSCluster",
@@ -238,8 +239,8 @@ def jobqueue_cluster(kind: str, jobs: Jobs, cluster_options: dict | None = None,
 
     The first ``max(jobs.minimum, 1)`` jobs are submitted at once, so that a job
     script the batch system refuses ends here, with the batch system's own message;
-    then :class:`distributed.deploy.Adaptive` keeps between ``jobs.minimum`` and
-    ``jobs.maximum`` jobs, replacing those that end.
+    then :func:`keep_jobs` hands them to :class:`distributed.deploy.Adaptive`, once
+    a worker has joined (:func:`wait_for_workers`).
 
     Parameters
     ----------
@@ -289,10 +290,21 @@ def jobqueue_cluster(kind: str, jobs: Jobs, cluster_options: dict | None = None,
         cluster.close()
         raise UserError(f"--cluster {kind}: the batch system refused the job: "
                         f"{_refusal(str(exc))}") from None
-    cluster.adapt(minimum_jobs=jobs.minimum, maximum_jobs=jobs.maximum)
-    log.info("submitted %d %s job(s), kept between %d and %d", max(jobs.minimum, 1), kind,
-             jobs.minimum, jobs.maximum)
+    log.info("submitted %d %s job(s)", max(jobs.minimum, 1), kind)
     return cluster
+
+
+def keep_jobs(cluster: "JobQueueCluster", jobs: Jobs) -> None:
+    """Keep between ``jobs.minimum`` and ``jobs.maximum`` jobs from now on.
+
+    :class:`distributed.deploy.Adaptive` replaces jobs that end (cancelled,
+    pre-empted, killed, retired before the walltime) and, when the two differ,
+    follows the work. Called once a worker has joined: with a minimum of 0 and no
+    task yet, Adaptive would cancel the first jobs before their workers start.
+    """
+    cluster.adapt(minimum_jobs=jobs.minimum, maximum_jobs=jobs.maximum)
+    log.info("keeping between %d and %d %s job(s)", jobs.minimum, jobs.maximum,
+             _kind_of(cluster))
 
 
 def _refusal(message: str) -> str:

@@ -90,7 +90,19 @@ def test_bad_jobs_is_one_line_naming_the_flag(capsys, tmp_path, monkeypatch):
     from idigdask.cluster import get_client
 
     with pytest.raises(OptionError, match="jobs"):
-        with dask.config.set({"idigdask.cluster.kind": "slurm"}), get_client(jobs="3:1"):
+        with get_client(cluster="slurm", jobs="3:1"):
+            pass
+    # from the config too, when no client is current
+    from distributed import default_client
+
+    try:
+        default_client()
+        return  # a session client is current: the config's kind does not apply
+    except ValueError:
+        pass
+    with pytest.raises(OptionError, match="jobs"):
+        with dask.config.set({"idigdask.cluster.kind": "slurm", "idigdask.cluster.jobs": "x"}), \
+                get_client():
             pass
 
 
@@ -127,3 +139,21 @@ def test_missing_resources_name_the_settings(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "jobqueue.sge.cores" in err and "--cluster-options" in err
+
+
+def test_cluster_flags_become_the_dask_config():
+    """--cluster, --jobs, --adapt, --workers, --threads set idigdask.cluster for the call."""
+    import argparse
+
+    import dask
+
+    from idigdask import config
+    from idigdask.cli import cluster_settings
+
+    args = argparse.Namespace(workers=None, threads=3, cluster="slurm", jobs="4", adapt=True)
+    with cluster_settings(args):
+        assert config.get("cluster.kind") == "slurm"
+        assert parse_jobs(config.get("cluster.jobs"), adapt=config.get_bool("cluster.adapt")) \
+            == Jobs(0, 4)
+        assert config.get("cluster.n-threads") == 3
+    assert config.get("cluster.kind") == "local" and dask.config.get("idigdask.cluster.jobs") == 1

@@ -132,13 +132,74 @@ def test_build_survives_a_cancelled_job(tmp_path, slurm, jobqueue, server, sheet
     assert list(ds["sha256"].values) == list(ref["sha256"].values)
 
 
+def worker_processes(job_id: str) -> list[int]:
+    """The dask worker processes (not their nannies) of a Slurm job."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # the nanny spawns the worker through multiprocessing
+        if f"SLURM_JOB_ID={job_id}".encode() in environ and b"multiprocessing" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_worker_killed_in_its_job_is_restarted(tmp_path, slurm, jobqueue, server, sheets):
+    """A worker process killed with SIGKILL inside its job, as the kernel's OOM killer
+    does when a job outgrows its memory: the job's nanny starts a new worker, the
+    batches are done again, the build loses nothing."""
+    import signal
+
+    settings, env = jobqueue("slurm", "debug")
+    catalog = url_table(tmp_path / "media.csv", server, sheets, n=120, slow=0.4)
+    store = tmp_path / "s.zarr"
+    build = subprocess.Popen(
+        [str(BIN / "idigdask"), "build", str(catalog), "-o", str(store), *TABLE,
+         "--size", "64", "--chunk-size", "16", "--batch-size", "8", "--per-host", "4",
+         "--cluster", "slurm", "--jobs", "1", "--json", "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            running = [i for i, s in squeue(settings["name"]).items() if s == "RUNNING"]
+            committed = list((store / "ledger").glob("part-*.parquet")) if store.exists() else []
+            victims = worker_processes(running[0]) if running else []
+            if victims and committed:
+                break
+            assert build.poll() is None, build.communicate()
+            time.sleep(0.2)
+        else:
+            pytest.fail("no running worker and committed wave")
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        out, err = build.communicate(timeout=300)
+    finally:
+        if build.poll() is None:
+            build.kill()
+    assert build.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["cluster"]["jobs"]["ids"] == running  # the same job, a new worker
+    assert summary["rows"] == 120 and summary["status"]["ok"] == 120
+    plain = tmp_path / "plain.zarr"
+    done = run_cli(["build", str(url_table(tmp_path / "plain.csv", server, sheets, n=120)),
+                    "-o", str(plain), *TABLE, "--size", "64", "--chunk-size", "16",
+                    "--batch-size", "8", "--no-progress"], env)
+    assert done.returncode == 0, done.stderr
+    assert np.array_equal(pixels(store), pixels(plain))
+
+
 def test_workers_retire_before_the_walltime(tmp_path, slurm, jobqueue, server, sheets):
     """Workers that leave on their own (``--lifetime``, as before a walltime) are
     replaced by new jobs, and the build loses nothing."""
     settings, _ = jobqueue("slurm", "debug",
-                           **{"worker-extra-args": ["--lifetime", "6s",
-                                                    "--lifetime-stagger", "2s"]})
-    catalog = url_table(tmp_path / "media.csv", server, sheets, n=120, slow=0.5)
+                           **{"worker-extra-args": ["--lifetime", "10s",
+                                                    "--lifetime-stagger", "5s"]})
+    catalog = url_table(tmp_path / "media.csv", server, sheets, n=64, slow=1.0)
     store = tmp_path / "s.zarr"
     import dask
 
@@ -147,14 +208,14 @@ def test_workers_retire_before_the_walltime(tmp_path, slurm, jobqueue, server, s
             str(catalog), str(store), size=64, chunk_size=16, batch_size=8, per_host=4,
             catalog_options={"url_column": "url", "id_column": "id", "label_column": "label"},
             cluster="slurm", jobs=2, progress=False)
-    assert result.counts["rows"] == 120
-    assert result.counts["status"]["ok"] == 120
+    assert result.counts["rows"] == 64
+    assert result.counts["status"]["ok"] == 64
     # more jobs than two ran: the first ones retired and new ones took over
     log = (Path(os.environ["IDIGDASK_SLURM_DIR"]) / "log" / "jobcomp.txt").read_text()
     ran = [line for line in log.splitlines() if f"Name={settings['name']} " in line]
     assert len(ran) > 2, log
     plain = idigdask.build_dataset(
-        str(url_table(tmp_path / "plain.csv", server, sheets, n=120)), str(tmp_path / "p.zarr"),
+        str(url_table(tmp_path / "plain.csv", server, sheets, n=64)), str(tmp_path / "p.zarr"),
         size=64, chunk_size=16, batch_size=8,
         catalog_options={"url_column": "url", "id_column": "id", "label_column": "label"},
         progress=False)
