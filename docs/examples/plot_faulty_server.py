@@ -125,7 +125,7 @@ fig.tight_layout()
 # Without ``allow_private`` the same catalog gives no image at all: every row fails
 # with ``private_address`` before a single request leaves the machine.
 refused = idigdask.build_dataset(str(tmp / "faulty.csv"), str(tmp / "refused.zarr"),
-                                 size=64, progress=False)
+                                 size=64, allow_private=False, progress=False)
 print(refused.counts["reasons"])
 print(idigdask.read_ledger(str(tmp / "refused.zarr"))["message"][0].replace(server.url, ""))
 
