@@ -20,17 +20,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import idigdask  # noqa: E402
-import idigdask.evaluate  # noqa: E402
-import idigdask.predict  # noqa: E402
-import idigdask.train  # noqa: E402
-
-# ``idigdask.train``, ``idigdask.evaluate`` and ``idigdask.predict`` are the public
-# functions (``idigdask.__all__``) and also the names of their modules; importing a
-# module binds the package attribute to the module, so the pages bind the functions
-# back here and document them as ``idigdask.<name>`` (the modules are on the Modules
-# page).
-for _name in ("train", "evaluate", "predict"):
-    setattr(idigdask, _name, getattr(importlib.import_module(f"idigdask.{_name}"), _name))
 
 project = "idigdask"
 author = "the idigdask developers"

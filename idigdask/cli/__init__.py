@@ -180,17 +180,22 @@ def storage_options_arg(text: str | None, flag: str = "--storage-options") -> di
     return json_object_arg(text, flag)
 
 
-def add_cluster_options(p: argparse.ArgumentParser) -> None:
-    """Where a command's work runs: a scheduler, batch jobs or a LocalCluster."""
+def add_cluster_kind(p, help_prefix: str) -> None:
+    """``--cluster KIND``: local or a batch system of dask-jobqueue."""
     from ..hpc import JOBQUEUE_CLASSES
 
+    p.add_argument("--cluster", default=None, metavar="KIND",
+                   choices=["local", *JOBQUEUE_CLASSES],
+                   help=help_prefix + ", ".join(JOBQUEUE_CLASSES))
+
+
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    """Where a command's work runs: a scheduler, batch jobs or a LocalCluster."""
     g = p.add_argument_group("where the work runs (defaults: dask config idigdask.cluster; "
                              "a batch job's resources: dask-jobqueue's jobqueue.yaml)")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="join this Dask scheduler (tcp://host:8786)")
-    g.add_argument("--cluster", default=None, metavar="KIND",
-                   choices=["local", *JOBQUEUE_CLASSES],
-                   help="local, or workers as batch jobs: " + ", ".join(JOBQUEUE_CLASSES))
+    add_cluster_kind(g, "local, or workers as batch jobs: ")
     g.add_argument("--jobs", default=None, metavar="N|MIN:MAX",
                    help="batch jobs to keep (1); MIN:MAX follows the work; jobs that end "
                         "are replaced")

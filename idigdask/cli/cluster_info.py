@@ -10,19 +10,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import json_object_arg
+from . import _cluster_kind, add_cluster_kind, json_object_arg
 
 
 def register(sub) -> argparse.ArgumentParser:
-    from ..hpc import JOBQUEUE_CLASSES
-
     p = sub.add_parser("cluster-info", help="the scheduler, its dashboard, workers and batch jobs",
                        description=__doc__)
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="ask this Dask scheduler (tcp://host:8786)")
-    p.add_argument("--cluster", default=None, metavar="KIND",
-                   choices=["local", *JOBQUEUE_CLASSES],
-                   help="list this batch system's Dask worker jobs: " + ", ".join(JOBQUEUE_CLASSES))
+    add_cluster_kind(p, "list this batch system's Dask worker jobs: ")
     p.add_argument("--cluster-options", default=None, metavar="JSON",
                    help="the dask-jobqueue options; their 'name' is the job name looked for")
     return p
@@ -36,7 +32,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if scheduler:
         with get_client(str(scheduler)) as client:
             return {"kind": "scheduler", **cluster_summary(client)}
-    kind = str(args.cluster or config.get("cluster.kind") or "local").lower()
+    kind = _cluster_kind(args)
     if kind == "local":
         kwargs = local_cluster_kwargs(config.get("cluster.n-workers"),
                                       config.get("cluster.n-threads"),

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from idigdask.testing.ceph import parse_exports
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,17 +36,6 @@ def unavailable(what: str, reason: str) -> None:
     if in_ci():
         pytest.fail(f"{what} unavailable under CI=true: {reason}", pytrace=False)
     pytest.skip(f"{what} unavailable: {reason}")
-
-
-def parse_exports(text: str) -> dict[str, str]:
-    """``export NAME=value`` lines (values optionally quoted) as a dict."""
-    env = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("export ") and "=" in line:
-            name, _, value = line[len("export "):].partition("=")
-            env[name.strip()] = value.strip().strip("'\"")
-    return env
 
 
 def _answers(check: list[str], env: dict[str, str]) -> bool:

@@ -131,8 +131,10 @@ def test_missing_batch_system_is_one_line(capsys, tmp_path, monkeypatch):
 def test_missing_resources_name_the_settings(capsys, tmp_path):
     import shutil
 
-    if shutil.which("qsub") is None:
-        pytest.skip("needs qsub on PATH (Grid Engine's client, installed by ci/sge.sh)")
+    if shutil.which("qsub") is None:  # Grid Engine's client, installed by ci/sge.sh
+        from conftest import unavailable
+
+        unavailable("qsub", "not on PATH")
     code = main(["build", "x.csv", "-o", str(tmp_path / "s.zarr"), "--cluster", "sge",
                  "--dry-run"])
     assert code == 2

@@ -8,14 +8,13 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import idigdask
-from test_slurm import N_SHEETS, TABLE, pixels, run_cli, server, sheets, url_table  # noqa: F401
+from test_slurm import (N_SHEETS, TABLE, build_and_kill, run_cli, same_pixels_as_a_local_build,  # noqa: F401
+                        server, sheets, url_table)
 
 pytestmark = pytest.mark.sge
 
@@ -37,30 +36,14 @@ def test_build_on_grid_engine_survives_a_deleted_job(tmp_path, sge, jobqueue, se
     settings, env = jobqueue("sge", "all.q")
     catalog = url_table(tmp_path / "media.csv", server, sheets, slow=0.4)
     store = tmp_path / "sge.zarr"
-    build = subprocess.Popen(
-        [str(BIN / "idigdask"), "build", str(catalog), "-o", str(store), *TABLE,
-         "--size", "64", "--chunk-size", "16", "--batch-size", "8", "--per-host", "4",
-         "--cluster", "sge", "--jobs", "2", "--json", "--no-progress"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            running = [i for i, s in qstat(settings["name"]).items() if s == "r"]
-            committed = list((store / "ledger").glob("part-*.parquet")) if store.exists() else []
-            if len(running) == 2 and committed:
-                break
-            assert build.poll() is None, build.communicate()
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"no two running jobs and a committed wave: {qstat(settings['name'])}")
-        victim = running[0]
-        subprocess.run(["qdel", victim], check=True, capture_output=True)
-        out, err = build.communicate(timeout=300)
-    finally:
-        if build.poll() is None:
-            build.kill()
-    assert build.returncode == 0, err
-    summary = json.loads(out)
+
+    def find():
+        running = [i for i, s in qstat(settings["name"]).items() if s == "r"]
+        return running[0] if len(running) == 2 else None
+
+    victim, summary = build_and_kill(
+        catalog, store, "sge", 2, env, find,
+        lambda job: subprocess.run(["qdel", job], check=True, capture_output=True))
     assert summary["cluster"]["jobs"]["kind"] == "sge"
     assert victim not in summary["cluster"]["jobs"]["ids"]
     accounting = subprocess.run(["qacct", "-j", victim], capture_output=True, text=True)
@@ -69,12 +52,7 @@ def test_build_on_grid_engine_survives_a_deleted_job(tmp_path, sge, jobqueue, se
     ledger = idigdask.read_ledger(str(store))
     assert len(ledger) == N_SHEETS and set(ledger["status"]) == {"ok"}
 
-    plain = tmp_path / "plain.zarr"
-    done = run_cli(["build", str(url_table(tmp_path / "plain.csv", server, sheets)),
-                    "-o", str(plain), *TABLE, "--size", "64", "--chunk-size", "16",
-                    "--batch-size", "8", "--no-progress"], env)
-    assert done.returncode == 0, done.stderr
-    assert np.array_equal(pixels(store), pixels(plain))
+    assert same_pixels_as_a_local_build(store, tmp_path, server, sheets, env)
 
 
 def test_grid_engine_job_script(tmp_path, sge, jobqueue):

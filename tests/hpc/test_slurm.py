@@ -80,36 +80,61 @@ def run_cli(args: list[str], env: dict, timeout: float = 300) -> subprocess.Comp
                           text=True, timeout=timeout)
 
 
+def build_and_kill(catalog: Path, store: Path, kind: str, jobs: int, env: dict, find, kill,
+                   timeout: float = 120) -> tuple:
+    """Run ``idigdask build --cluster KIND --jobs N``; once a wave is committed and
+    ``find()`` names a victim, ``kill(victim)``. Return the victim and the summary."""
+    build = subprocess.Popen(
+        [str(BIN / "idigdask"), "build", str(catalog), "-o", str(store), *TABLE,
+         "--size", "64", "--chunk-size", "16", "--batch-size", "8", "--per-host", "4",
+         "--cluster", kind, "--jobs", str(jobs), "--json", "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            committed = list((store / "ledger").glob("part-*.parquet")) if store.exists() else []
+            victim = find() if committed else None
+            if victim:
+                break
+            assert build.poll() is None, build.communicate()
+            if time.monotonic() > deadline:
+                pytest.fail("no victim while a build ran with a committed wave")
+            time.sleep(0.2)
+        kill(victim)
+        out, err = build.communicate(timeout=300)
+    finally:
+        if build.poll() is None:
+            build.kill()
+    assert build.returncode == 0, err
+    return victim, json.loads(out)
+
+
+def same_pixels_as_a_local_build(store: Path, tmp_path: Path, server, sheets, env: dict,
+                                 n: int = N_SHEETS) -> bool:
+    """Whether ``store`` holds the pixels of the same catalog built locally, no delay."""
+    plain = tmp_path / "plain.zarr"
+    done = run_cli(["build", str(url_table(tmp_path / "plain.csv", server, sheets, n=n)),
+                    "-o", str(plain), *TABLE, "--size", "64", "--chunk-size", "16",
+                    "--batch-size", "8", "--no-progress"], env)
+    assert done.returncode == 0, done.stderr
+    return np.array_equal(pixels(store), pixels(plain))
+
+
+def running_jobs(name: str) -> list[str]:
+    return [i for i, s in squeue(name).items() if s == "RUNNING"]
+
+
 def test_build_survives_a_cancelled_job(tmp_path, slurm, jobqueue, server, sheets):
     """`--cluster slurm --jobs 2`, one job scancel'ed mid-build: the build ends with every
     row in the ledger and the pixels byte-identical to a build without Slurm."""
     settings, env = jobqueue("slurm", "debug")
     catalog = url_table(tmp_path / "media.csv", server, sheets, slow=0.4)
     store = tmp_path / "slurm.zarr"
-    build = subprocess.Popen(
-        [str(BIN / "idigdask"), "build", str(catalog), "-o", str(store), *TABLE,
-         "--size", "64", "--chunk-size", "16", "--batch-size", "8", "--per-host", "4",
-         "--cluster", "slurm", "--jobs", "2", "--json", "--no-progress"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # both jobs run, and a wave is committed
-            running = [i for i, s in squeue(settings["name"]).items() if s == "RUNNING"]
-            committed = list((store / "ledger").glob("*.parquet")) if store.exists() else []
-            if len(running) == 2 and committed:
-                break
-            assert build.poll() is None, build.communicate()
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"no two running jobs and a committed wave: {squeue(settings['name'])}")
-        victim = running[0]
-        subprocess.run(["scancel", victim], check=True)
-        out, err = build.communicate(timeout=300)
-    finally:
-        if build.poll() is None:
-            build.kill()
-    assert build.returncode == 0, err
-    summary = json.loads(out)
+    # both jobs run, and a wave is committed
+    victim, summary = build_and_kill(
+        catalog, store, "slurm", 2, env,
+        lambda: (lambda r: r[0] if len(r) == 2 else None)(running_jobs(settings["name"])),
+        lambda job: subprocess.run(["scancel", job], check=True))
 
     assert "JobState=CANCELLED" in job_record(victim)
     jobs = summary["cluster"]["jobs"]
@@ -121,12 +146,8 @@ def test_build_survives_a_cancelled_job(tmp_path, slurm, jobqueue, server, sheet
     assert summary["images"] == N_SHEETS
 
     # the same catalog without Slurm (and without the delay): the same pixels, in order
+    assert same_pixels_as_a_local_build(store, tmp_path, server, sheets, env)
     plain = tmp_path / "plain.zarr"
-    reference = url_table(tmp_path / "plain.csv", server, sheets)
-    done = run_cli(["build", str(reference), "-o", str(plain), *TABLE, "--size", "64",
-                    "--chunk-size", "16", "--batch-size", "8", "--no-progress"], env)
-    assert done.returncode == 0, done.stderr
-    assert np.array_equal(pixels(store), pixels(plain))
     ds, ref = idigdask.open_dataset(str(store)), idigdask.open_dataset(str(plain))
     assert list(ds["media_uuid"].values) == list(ref["media_uuid"].values)
     assert list(ds["sha256"].values) == list(ref["sha256"].values)
@@ -158,39 +179,20 @@ def test_a_worker_killed_in_its_job_is_restarted(tmp_path, slurm, jobqueue, serv
     settings, env = jobqueue("slurm", "debug")
     catalog = url_table(tmp_path / "media.csv", server, sheets, n=120, slow=0.4)
     store = tmp_path / "s.zarr"
-    build = subprocess.Popen(
-        [str(BIN / "idigdask"), "build", str(catalog), "-o", str(store), *TABLE,
-         "--size", "64", "--chunk-size", "16", "--batch-size", "8", "--per-host", "4",
-         "--cluster", "slurm", "--jobs", "1", "--json", "--no-progress"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            running = [i for i, s in squeue(settings["name"]).items() if s == "RUNNING"]
-            committed = list((store / "ledger").glob("part-*.parquet")) if store.exists() else []
-            victims = worker_processes(running[0]) if running else []
-            if victims and committed:
-                break
-            assert build.poll() is None, build.communicate()
-            time.sleep(0.2)
-        else:
-            pytest.fail("no running worker and committed wave")
-        for pid in victims:
+
+    def find():
+        running = running_jobs(settings["name"])
+        victims = worker_processes(running[0]) if running else []
+        return (running, victims) if victims else None
+
+    def kill(found):
+        for pid in found[1]:
             os.kill(pid, signal.SIGKILL)
-        out, err = build.communicate(timeout=300)
-    finally:
-        if build.poll() is None:
-            build.kill()
-    assert build.returncode == 0, err
-    summary = json.loads(out)
+
+    (running, _), summary = build_and_kill(catalog, store, "slurm", 1, env, find, kill)
     assert summary["cluster"]["jobs"]["ids"] == running  # the same job, a new worker
     assert summary["rows"] == 120 and summary["status"]["ok"] == 120
-    plain = tmp_path / "plain.zarr"
-    done = run_cli(["build", str(url_table(tmp_path / "plain.csv", server, sheets, n=120)),
-                    "-o", str(plain), *TABLE, "--size", "64", "--chunk-size", "16",
-                    "--batch-size", "8", "--no-progress"], env)
-    assert done.returncode == 0, done.stderr
-    assert np.array_equal(pixels(store), pixels(plain))
+    assert same_pixels_as_a_local_build(store, tmp_path, server, sheets, env, n=120)
 
 
 def test_workers_retire_before_the_walltime(tmp_path, slurm, jobqueue, server, sheets):
@@ -279,10 +281,7 @@ def test_train_evaluate_predict_on_slurm_workers(tmp_path, slurm, jobqueue, slur
 
 def test_prediction_loads_the_model_once_per_worker(tmp_path, slurm, jobqueue, slurm_store):
     """In-process API: ``predict(..., cluster="slurm", jobs=2)``; each Slurm worker
-    loads the model once however many tasks it runs, from bytes it was sent (the
-    model folder is moved away before the workers start, so no path could serve)."""
-    import shutil
-
+    loads the model once however many tasks it runs, from the bytes it was sent."""
     from distributed import Client
 
     from idigdask.cluster import get_client
@@ -301,7 +300,6 @@ def test_prediction_loads_the_model_once_per_worker(tmp_path, slurm, jobqueue, s
     assert sorted(loads.values()) in ([1, 1], [0, 1])  # a worker may have had no task
     assert sum(loads.values()) >= 1
     assert table.attrs["cluster"]["jobs"]["kind"] == "slurm"
-    shutil.rmtree(model)
 
 
 def test_dry_run_prints_the_job_script(tmp_path, slurm, jobqueue):
