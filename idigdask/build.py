@@ -354,6 +354,9 @@ class _Builder:
         ledger["catalog_row"] = rows["_catalog_row"].to_numpy()
         ledger["run"], ledger["wave"] = self.run, self.wave
         ledger["retired"] = False
+        # the provider of each row, for reports by recordset (institution)
+        ledger["recordset"] = (rows["recordset"].astype(object).where(rows["recordset"].notna(), None)
+                               .to_numpy() if "recordset" in rows else None)
         writes = self._write(rows, ledger, selection, futures)
         span = (self.n_images, self.n_images + len(selection))
         self.pending.append((ledger[LEDGER_COLUMNS], self.wave, writes, futures, span))
@@ -434,6 +437,8 @@ class _Builder:
             "phash": ledger.loc[ok, "phash"].to_numpy(dtype=object),
             "source_width": ledger.loc[ok, "source_width"].to_numpy(dtype="int64"),
             "source_height": ledger.loc[ok, "source_height"].to_numpy(dtype="int64"),
+            "recordset": np.array([text(v) or "" for v in chosen["recordset"]], dtype=object)
+            if "recordset" in chosen else np.array([""] * k, dtype=object),
         }
         if self.label_kind:
             coords["label"] = _label_values(chosen["label"], self.label_kind)

@@ -48,17 +48,18 @@ COORDS: dict[str, tuple[Any, Any]] = {
     "phash": (str, ""),
     "source_width": ("int64", 0),
     "source_height": ("int64", 0),
+    "recordset": (str, ""),
 }
 
 LEDGER_COLUMNS = [
     "row_key", "media_uuid", "access_uri", "status", "reason", "message", "duplicate_of",
     "attempts", "nbytes", "seconds", "sha256", "phash", "source_width", "source_height",
-    "image_index", "catalog_row", "run", "wave", "warnings", "retired",
+    "image_index", "catalog_row", "run", "wave", "warnings", "retired", "recordset",
 ]
 #: Text columns whose missing values read back as None, whatever their part's types.
-_TEXT_COLUMNS = ("reason", "message", "duplicate_of", "warnings")
+_TEXT_COLUMNS = ("reason", "message", "duplicate_of", "warnings", "recordset")
 #: Values of columns that parts written by older versions lack.
-_LEDGER_DEFAULTS = {"warnings": None, "retired": False}
+_LEDGER_DEFAULTS = {"warnings": None, "retired": False, "recordset": None}
 #: The store format: the ``format_version`` attribute of the stores this version writes.
 #: Version 2 keys ledger rows by content (:func:`row_keys`) and decodes JPEGs from their
 #: exact picture box. Older stores are read as they are; a build does not add to them,

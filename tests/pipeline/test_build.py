@@ -58,6 +58,7 @@ def test_build_accounts_for_every_row(tmp_path, server, sheet_files, small_sheet
     }
     uris = good + list(faults.values())
     frame = catalog_frame(uris, labels=[i % 2 for i in range(len(uris))])
+    frame["recordset"] = [f"rs-{i % 3}" for i in range(len(frame))]
     frame.loc[len(frame)] = frame.iloc[0]          # a repeated media uuid from the catalog
     frame.loc[len(frame) - 1, "excluded"] = "duplicate_media_uuid"
     store = tmp_path / "s.zarr"
@@ -86,6 +87,9 @@ def test_build_accounts_for_every_row(tmp_path, server, sheet_files, small_sheet
     assert ds.images.data.chunks[0][0] == 4
     assert list(ds.media_uuid.values) == list(ledger.loc[ledger.status == "ok", "media_uuid"])
     assert set(ds.label.values) <= {0, 1}
+    # the provider of every row, in the ledger and beside each image
+    assert list(ledger["recordset"]) == list(frame["recordset"])
+    assert list(ds.recordset.values) == list(ledger.loc[ledger.status == "ok", "recordset"])
     for i, url in enumerate(ds.access_uri.values[:6]):
         with Image.open(sheet_files[good.index(url)]) as img:
             assert (ds.source_width.values[i], ds.source_height.values[i]) == img.size
