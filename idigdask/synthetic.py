@@ -35,13 +35,26 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from .errors import UserError
 
-__all__ = ["GUODA_COLUMNS", "SyntheticSet", "render_sheet", "encode_jpeg", "make_sheets", "check_size",
-           "write_guoda"]
+__all__ = ["FAMILIES", "GUODA_COLUMNS", "PLANTS", "STAIN_MASK_LEVEL", "SyntheticSet", "render_sheet",
+           "encode_jpeg", "make_sheets", "check_size", "read_mask", "write_guoda"]
 
 #: Largest width or height accepted, in pixels.
 MAX_SIDE = 20000
 #: Smallest width or height accepted, in pixels.
 MIN_SIDE = 32
+#: Stain opacity from which a pixel counts as stained in a ground-truth mask: a tenth of
+#: the way from the paper to the stain's tone, some 15-20 grey levels darker.
+STAIN_MASK_LEVEL = 0.1
+#: The kinds of plant :func:`render_sheet` draws.
+PLANTS = ("herb", "fern", "club-moss")
+#: The families of the ``task="family"`` sets, each drawn as one kind of plant, with the
+#: species its records name.
+FAMILIES = (
+    ("Asteraceae", "herb", ("Solidago canadensis L.", "Symphyotrichum novae-angliae (L.) G.L.Nesom")),
+    ("Dryopteridaceae", "fern", ("Polystichum acrostichoides (Michx.) Schott",
+                                 "Dryopteris marginalis (L.) A. Gray")),
+    ("Lycopodiaceae", "club-moss", ("Lycopodium clavatum L.", "Huperzia lucidula (Michx.) Trevis.")),
+)
 #: Long side of the internal drawing canvas, in pixels.
 _INTERNAL_LONG_SIDE = 800
 #: Below this many sheets, or this many pixels in all, processes cost more than they save.
@@ -146,9 +159,10 @@ def _curve(rng: np.random.Generator, x0: float, y0: float, length: float, angle:
 
 
 def _draw_plant(draw: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: int,
-                dark_parts: bool) -> list[tuple[float, float]]:
-    """Draw a mounted plant; return points on it (where stains gather)."""
-    kind = rng.choice(["herb", "fern", "herb", "club-moss"])
+                dark_parts: bool, plant: str | None = None) -> list[tuple[float, float]]:
+    """Draw a mounted plant (of kind ``plant``, else a drawn one); return points on it."""
+    drawn = rng.choice(["herb", "fern", "herb", "club-moss"])
+    kind = plant or drawn  # drawn either way: a sheet forced to its own kind keeps its pixels
     base_x = w * rng.uniform(0.22, 0.62)
     base_y = h * rng.uniform(0.74, 0.84)
     height = (base_y - h * rng.uniform(0.06, 0.35))
@@ -397,7 +411,8 @@ def _stain_density(rng: np.random.Generator, w: int, h: int,
 
 
 def render_sheet(index: int, *, seed: int = 0, size: Sequence[int] = (2000, 3000),
-                 stained: bool) -> np.ndarray:
+                 stained: bool, plant: str | None = None,
+                 return_mask: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Draw one synthetic herbarium sheet.
 
     Parameters
@@ -411,17 +426,30 @@ def render_sheet(index: int, *, seed: int = 0, size: Sequence[int] = (2000, 3000
     stained : bool
         Whether to add mercury-like stains. The sheet is otherwise the same as its clean
         twin: plant, label and confounders come from ``(seed, index)`` alone.
+    plant : {"herb", "fern", "club-moss"}, optional
+        The kind of plant mounted (broad leaves, lobed pinnae, needle-like
+        microphylls); None: drawn from ``(seed, index)``. Paper, plant position and
+        stains still come from ``(seed, index)``.
+    return_mask : bool, default False
+        Also return the ground-truth stain mask. The pixels are the same either way.
 
     Returns
     -------
-    numpy.ndarray
-        ``(height, width, 3)`` uint8 RGB pixels.
+    numpy.ndarray or (numpy.ndarray, numpy.ndarray)
+        ``(height, width, 3)`` uint8 RGB pixels; with ``return_mask``, also the
+        ``(height, width)`` bool mask of the pixels whose stain opacity is at least
+        :data:`STAIN_MASK_LEVEL` (all False on a clean sheet).
 
     Examples
     --------
     >>> render_sheet(0, size=(200, 300), stained=True).shape
     (300, 200, 3)
+    >>> pixels, mask = render_sheet(0, size=(200, 300), stained=True, return_mask=True)
+    >>> mask.shape, mask.dtype, bool(mask.any())
+    ((300, 200), dtype('bool'), True)
     """
+    if plant is not None and plant not in PLANTS:
+        raise UserError(f"plant must be one of {', '.join(PLANTS)}, got {plant!r}")
     width, height = check_size(size)
     if int(index) < 0 or int(seed) < 0:
         raise UserError(f"sheet index and seed must be non-negative, got index={index}, seed={seed}")
@@ -432,23 +460,37 @@ def render_sheet(index: int, *, seed: int = 0, size: Sequence[int] = (2000, 3000
     img = Image.fromarray(np.clip(_paper(rng, w, h), 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     dark_parts = bool(rng.random() < 0.3)
-    plant = _draw_plant(draw, rng, w, h, dark_parts)
+    points = _draw_plant(draw, rng, w, h, dark_parts, plant)
     _draw_label(draw, rng, w, h)
     _draw_colour_bar(draw, rng, w, h)
     _draw_confounders(draw, rng, w, h)
     arr = np.asarray(img, dtype=np.float32).copy()
     if rng.random() < 0.25:
         _shadow(arr, rng)
+    density = None
     if stained:
         # stains have their own stream so a stained sheet and its clean twin match elsewhere
         srng = np.random.default_rng([int(seed), int(index), 1])
-        density = _stain_density(srng, w, h, plant)[..., None]
+        density = _stain_density(srng, w, h, points)
         tone = srng.uniform(25, 85)
         colour = np.array([tone * 1.02, tone, tone * 0.95], np.float32)
-        arr = arr * (1.0 - density) + colour * density
+        arr = arr * (1.0 - density[..., None]) + colour * density[..., None]
     small = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     big = small.resize((width, height), Image.Resampling.BILINEAR) if scale > 1 else small
-    return _add_grain(np.asarray(big), rng)
+    pixels = _add_grain(np.asarray(big), rng)
+    if not return_mask:
+        return pixels
+    return pixels, _stain_mask(density, width, height)
+
+
+def _stain_mask(density: np.ndarray | None, width: int, height: int) -> np.ndarray:
+    """The ``(height, width)`` mask of a density map, upscaled as the pixels are."""
+    if density is None:
+        return np.zeros((height, width), dtype=bool)
+    if density.shape != (height, width):
+        field = Image.fromarray(density.astype(np.float32), mode="F")
+        density = np.asarray(field.resize((width, height), Image.Resampling.BILINEAR))
+    return density >= STAIN_MASK_LEVEL
 
 
 def _add_grain(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -491,6 +533,14 @@ class SyntheticSet:
         Number of sheets.
     stained : tuple of int
         The 0/1 label of each sheet, in index order.
+    masks : tuple of (str or None)
+        With ``masks=True``: the ground-truth stain mask PNG of each stained sheet
+        (None for a clean one), in index order; else empty.
+    records : str or None
+        With ``task="family"``: the specimen records table (``record_uuid``,
+        ``catalogNumber``, ``family``, ``genus``, ``scientificName``); else None.
+    families : tuple of str
+        With ``task="family"``: the family of each sheet, in index order; else empty.
     """
 
     folder: str
@@ -499,6 +549,9 @@ class SyntheticSet:
     labels: str
     n: int
     stained: tuple[int, ...] = ()
+    masks: tuple[str | None, ...] = ()
+    records: str | None = None
+    families: tuple[str, ...] = ()
 
 
 def media_uuid(seed: int, index: int) -> str:
@@ -521,17 +574,57 @@ def _sheet_size(seed: int, index: int, size: tuple[int, int]) -> tuple[int, int]
     return w, h
 
 
-def _write_one(job: tuple[int, int, tuple[int, int], bool, int, str]) -> dict[str, Any]:
-    """Render, encode and write one sheet; return what the catalog needs about it."""
-    index, seed, size, stained, quality, path = job
-    pixels = render_sheet(index, seed=seed, size=size, stained=stained)
+def _write_one(job: tuple[int, int, tuple[int, int], bool, int, str, str | None, str | None]
+               ) -> dict[str, Any]:
+    """Render, encode and write one sheet (and its mask); return what the catalog needs."""
+    index, seed, size, stained, quality, path, mask_path, plant = job
+    pixels = render_sheet(index, seed=seed, size=size, stained=stained, plant=plant,
+                          return_mask=mask_path is not None)
+    if mask_path is not None:
+        pixels, mask = pixels
+        _write_atomic(mask_path, _png(mask))
     data = encode_jpeg(pixels, quality)
+    _write_atomic(path, data)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "sha1": hashlib.sha1(data).hexdigest(),
+            "width": pixels.shape[1], "height": pixels.shape[0]}
+
+
+def _write_atomic(path: str, data: bytes) -> None:
     tmp = f"{path}.part"
     with open(tmp, "wb") as fh:
         fh.write(data)
-    os.replace(tmp, path)  # never leave a half-written JPEG under the final name
-    return {"sha256": hashlib.sha256(data).hexdigest(), "sha1": hashlib.sha1(data).hexdigest(),
-            "width": pixels.shape[1], "height": pixels.shape[0]}
+    os.replace(tmp, path)  # never leave a half-written file under the final name
+
+
+def _png(mask: np.ndarray) -> bytes:
+    """A bool mask as a 1-bit PNG (white: stained)."""
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """A stain mask written by :func:`make_sheets` as a ``(height, width)`` bool array.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> sheets = make_sheets(tempfile.mkdtemp(), n=2, size=(64, 96), masks=True)
+    >>> i = sheets.stained.index(1)
+    >>> from PIL import Image
+    >>> read_mask(sheets.masks[i]).shape == Image.open(sheets.paths[i]).size[::-1]
+    True
+    """
+    with Image.open(path) as img:
+        return np.asarray(img.convert("L")) > 127
+
+
+def _family_codes(n: int, seed: int) -> np.ndarray:
+    """Each sheet's index into :data:`FAMILIES`: as many of each (within one), seeded."""
+    order = np.random.default_rng([seed, 4]).permutation(n)
+    codes = np.empty(n, dtype=np.int64)
+    codes[order] = np.arange(n) % len(FAMILIES)
+    return codes
 
 
 def _stained_flags(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -561,7 +654,13 @@ def _run_jobs(jobs: list[tuple], n_jobs: int) -> list[dict[str, Any]]:
         return list(pool.map(_write_one, jobs, chunksize=max(1, len(jobs) // (n_jobs * 4))))
 
 
-def _validate(n: int, stained_fraction: float, quality: int, seed: int) -> None:
+#: The kinds of set :func:`make_sheets` writes.
+TASKS = ("stain", "family")
+
+
+def _validate(n: int, stained_fraction: float, quality: int, seed: int, task: str) -> None:
+    if task not in TASKS:
+        raise UserError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise UserError(f"number of sheets must be a positive integer, got {n!r}")
     if not 0.0 <= float(stained_fraction) <= 1.0:
@@ -574,7 +673,8 @@ def _validate(n: int, stained_fraction: float, quality: int, seed: int) -> None:
 
 def make_sheets(out_dir: str | os.PathLike, n: int = 200, *, size: Sequence[int] = (2000, 3000),
                 stained_fraction: float = 0.5, seed: int = 0, base_url: str | None = None,
-                quality: int = 90, n_jobs: int | None = None) -> SyntheticSet:
+                quality: int = 90, n_jobs: int | None = None, masks: bool = False,
+                task: str = "stain") -> SyntheticSet:
     """Write a folder of synthetic herbarium sheets with a GUODA-schema catalog and labels.
 
     Parameters
@@ -598,6 +698,19 @@ def make_sheets(out_dir: str | os.PathLike, n: int = 200, *, size: Sequence[int]
     n_jobs : int, optional
         Worker processes (default: the usable cores). Small sets (under 20 sheets or
         60 million pixels in all) are written in this process.
+    masks : bool, default False
+        Also write the ground-truth stain mask of each stained sheet,
+        ``masks/<media uuid>.png`` (1-bit, the sheet's size, white where the stain's
+        opacity is at least :data:`STAIN_MASK_LEVEL`; read it with :func:`read_mask`).
+        The sheets are the same bytes either way.
+    task : {"stain", "family"}, default "stain"
+        ``"stain"``: plants of every kind, the records' species unrelated to them.
+        ``"family"``: a second, multi-class task: each sheet is of one of the three
+        :data:`FAMILIES` (as many of each, within one), drawn as that family's kind of
+        plant (broad-leaved herbs, ferns with lobed pinnae, club-mosses with
+        needle-like microphylls), its records naming a species of that family, and a
+        specimen records table ``records.csv`` written beside the labels. Stains are
+        added as for ``"stain"`` (``stained_fraction=0`` for clean sheets only).
 
     Returns
     -------
@@ -609,7 +722,10 @@ def make_sheets(out_dir: str | os.PathLike, n: int = 200, *, size: Sequence[int]
     Writes ``images/<media uuid>.jpg``, ``media.parquet`` (one row per sheet, the
     columns of a GUODA media dump with the provider record in a nested ``data`` struct
     whose keys contain ``:``) and ``labels.csv`` (``record_uuid``, ``catalogNumber``,
-    ``stained``).
+    ``stained``); with ``masks``, ``masks/<media uuid>.png``; with ``task="family"``,
+    ``records.csv`` (``record_uuid``, ``catalogNumber``, ``family``, ``genus``,
+    ``scientificName``), a specimen records table for
+    :func:`idigdask.attach_labels` (``label="family"``).
 
     Examples
     --------
@@ -617,8 +733,11 @@ def make_sheets(out_dir: str | os.PathLike, n: int = 200, *, size: Sequence[int]
     >>> sheets = make_sheets(tempfile.mkdtemp(), n=4, size=(64, 96), seed=1)
     >>> sheets.n, len(sheets.stained)
     (4, 4)
+    >>> plants = make_sheets(tempfile.mkdtemp(), n=3, size=(64, 96), task="family")
+    >>> sorted(plants.families)
+    ['Asteraceae', 'Dryopteridaceae', 'Lycopodiaceae']
     """
-    _validate(n, stained_fraction, quality, seed)
+    _validate(n, stained_fraction, quality, seed, task)
     nominal = check_size(size)
     seed, n = int(seed), int(n)
     folder = Path(out_dir).expanduser().resolve()
@@ -627,18 +746,47 @@ def make_sheets(out_dir: str | os.PathLike, n: int = 200, *, size: Sequence[int]
     flags = _stained_flags(n, stained_fraction, seed)
     media = [media_uuid(seed, i) for i in range(n)]
     paths = [str(images / f"{m}.jpg") for m in media]
-    jobs = [(i, seed, _sheet_size(seed, i, nominal), bool(flags[i]), int(quality), paths[i])
-            for i in range(n)]
+    mask_paths: list[str | None] = [None] * n
+    if masks:
+        (folder / "masks").mkdir(exist_ok=True)
+        mask_paths = [str(folder / "masks" / f"{m}.png") if flags[i] else None
+                      for i, m in enumerate(media)]
+    codes = _family_codes(n, seed) if task == "family" else None
+    plants = [None] * n if codes is None else [FAMILIES[c][1] for c in codes]
+    jobs = [(i, seed, _sheet_size(seed, i, nominal), bool(flags[i]), int(quality), paths[i],
+             mask_paths[i], plants[i]) for i in range(n)]
     results = _run_jobs(jobs, n_jobs or _default_jobs())
     catalog = folder / "media.parquet"
     labels = folder / "labels.csv"
-    _write_catalog(catalog, seed, media, paths, results, base_url)
+    species = None if codes is None else [(FAMILIES[c][2][i % 2], FAMILIES[c][0])
+                                          for i, c in enumerate(codes)]
+    _write_catalog(catalog, seed, media, paths, results, base_url, species)
     _write_labels(labels, seed, flags)
-    return SyntheticSet(str(folder), paths, str(catalog), str(labels), n, tuple(int(f) for f in flags))
+    records = None
+    if species is not None:
+        records = folder / "records.csv"
+        _write_records(records, seed, species)
+    return SyntheticSet(str(folder), paths, str(catalog), str(labels), n,
+                        tuple(int(f) for f in flags),
+                        masks=tuple(mask_paths) if masks else (),
+                        records=None if records is None else str(records),
+                        families=() if species is None else tuple(f for _, f in species))
 
 
 def _catalog_number(seed: int, index: int) -> str:
     return f"SYN{seed:03d}-{index:07d}"
+
+
+def _write_records(path: Path, seed: int, species: list[tuple[str, str]]) -> None:
+    """The specimen records table: one row per record, Darwin Core names."""
+    import csv
+
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        out = csv.writer(fh, lineterminator="\n")
+        out.writerow(["record_uuid", "catalogNumber", "family", "genus", "scientificName"])
+        for i, (name, family) in enumerate(species):
+            out.writerow([record_uuid(seed, i), _catalog_number(seed, i), family,
+                          name.split()[0], name])
 
 
 def _write_labels(path: Path, seed: int, flags: np.ndarray) -> None:
@@ -715,8 +863,13 @@ def write_guoda(path: str | os.PathLike, rows: Sequence[dict[str, Any]], *,
 
 
 def _write_catalog(path: Path, seed: int, media: list[str], paths: list[str],
-                   results: list[dict[str, Any]], base_url: str | None) -> None:
-    """Write the GUODA-schema media parquet with a nested ``data`` struct."""
+                   results: list[dict[str, Any]], base_url: str | None,
+                   species: list[tuple[str, str]] | None = None) -> None:
+    """Write the GUODA-schema media parquet with a nested ``data`` struct.
+
+    ``species``: the (scientific name, family) of each sheet; None: cycled through
+    :data:`_SPECIES`, unrelated to what is drawn.
+    """
     n = len(media)
     if base_url is None:
         urls = list(paths)
@@ -725,7 +878,8 @@ def _write_catalog(path: Path, seed: int, media: list[str], paths: list[str],
     recordset = str(uuid.uuid5(_NAMESPACE, f"synthetic:{seed}:recordset"))
     start = _dt.datetime(2017, 6, 1, tzinfo=_dt.timezone.utc)
     modified = [start + _dt.timedelta(minutes=i) for i in range(n)]
-    species = [_SPECIES[(seed * 7919 + i) % len(_SPECIES)] for i in range(n)]
+    if species is None:
+        species = [_SPECIES[(seed * 7919 + i) % len(_SPECIES)] for i in range(n)]
     rows = [
         {"accessuri": urls[i],
          "data": {"ac:accessURI": urls[i], "ac:bestQualityAccessURI": urls[i],
