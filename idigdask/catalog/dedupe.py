@@ -46,11 +46,22 @@ def first_partitions(per_partition: list[np.ndarray]) -> tuple[np.ndarray, np.nd
     return hashes[repeated], parts[repeated]
 
 
+#: Key prefix of the one reduction that every partition but the first needs.
+REDUCTION = "catalog-repeated-uuids"
+
+_NONE_SEEN = (np.array([], np.uint64), np.array([], np.int64))
+
+
 def mark_partition(
-    frame: pd.DataFrame, first: tuple[np.ndarray, np.ndarray], partition_info: dict | None = None
+    frame: pd.DataFrame, first: tuple[np.ndarray, np.ndarray], offset: int = 0,
+    partition_info: dict | None = None
 ) -> pd.DataFrame:
-    """Exclude the rows of one partition whose uuid was seen earlier in the catalog."""
-    number = partition_info["number"] if partition_info else 0
+    """Exclude the rows of one partition whose uuid was seen earlier in the catalog.
+
+    The partition's number in the catalog is ``offset`` plus its number in the frame
+    it belongs to (``partition_info``).
+    """
+    number = offset + (partition_info["number"] if partition_info else 0)
     ids = frame["media_uuid"]
     dup = ids.duplicated(keep="first") & ids.notna()
     known_hashes, known_parts = first
@@ -89,11 +100,35 @@ def mark_duplicates(frame: dd.DataFrame, ids: dd.Series | None = None) -> dd.Dat
     ids = frame["media_uuid"] if ids is None else ids
     if ids.npartitions != frame.npartitions:
         raise ValueError("ids must be partitioned like the catalog")
+    from dask.base import tokenize
+
     per_partition = [dask.delayed(partition_hashes)(p) for p in ids.to_delayed()]
-    first = dask.delayed(first_partitions)(per_partition)
-    return frame.map_partitions(mark_partition, first, meta=frame._meta)
+    first = dask.delayed(first_partitions)(per_partition,
+                                           dask_key_name=f"{REDUCTION}-{tokenize(ids)}")
+    if frame.npartitions == 1:
+        return frame.map_partitions(mark_partition, _NONE_SEEN, meta=frame._meta)
+    # the first partition has no earlier one: it needs no pass over the catalog, so a
+    # build over millions of rows starts fetching while the others are being checked
+    head = frame.partitions[0].map_partitions(mark_partition, _NONE_SEEN, meta=frame._meta)
+    rest = frame.partitions[1:].map_partitions(mark_partition, first, 1, meta=frame._meta)
+    return dd.concat([head, rest])
 
 
 def mark_duplicates_pandas(frame: pd.DataFrame) -> pd.DataFrame:
     """The in-memory version of :func:`mark_duplicates` for a pandas catalog."""
-    return mark_partition(frame, (np.array([], np.uint64), np.array([], np.int64)))
+    return mark_partition(frame, _NONE_SEEN)
+
+
+def shared_reductions(frame: dd.DataFrame) -> list:
+    """The reductions over the whole catalog that its partitions share, as Delayed.
+
+    A caller reading the partitions one by one computes these once and holds them
+    (:func:`idigdask.catalog.read.iter_partitions`): otherwise every partition's own
+    computation would read the identifiers of the whole catalog again.
+    """
+    from dask.delayed import Delayed
+
+    graph = frame.__dask_graph__()
+    # dask-expr names a delayed argument (name, 0)
+    return [Delayed(key, graph) for key in graph
+            if str(key[0] if isinstance(key, tuple) else key).startswith(REDUCTION)]

@@ -195,9 +195,15 @@ def iter_partitions(client: Any, ddf: dd.DataFrame):
     """Yield a catalog's partitions as pandas, in order, each read on the cluster.
 
     The next partition is being read while the caller works on this one, and the
-    caller's process holds one partition at a time, never the whole catalog.
+    caller's process holds one partition at a time, never the whole catalog. What
+    all partitions need (the duplicate uuid check) is computed once and held.
     """
+    from .dedupe import shared_reductions
+
     pending = client.compute(ddf.get_partition(0)) if ddf.npartitions else None
+    # after the first partition, which needs none of it
+    held = client.compute(shared_reductions(ddf), priority=-10) \
+        if ddf.npartitions > 1 else []  # noqa: F841
     for index in range(ddf.npartitions):
         part = pending.result()
         pending = client.compute(ddf.get_partition(index + 1)) \

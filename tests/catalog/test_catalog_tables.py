@@ -147,3 +147,26 @@ def test_written_catalog_keeps_list_types_when_a_partition_has_only_empty_lists(
     back = read_catalog(str(tmp_path / "cat.parquet")).compute()
     assert back["record_uuids"].tolist() == [[]] * 50 + [["r1", "r2"]] * 50
     assert back.dtypes.to_dict() == df.dtypes.to_dict()
+
+
+def test_partitions_read_one_by_one_check_the_whole_catalog_once(tmp_path):
+    """The duplicate uuid check over every partition runs once, not once a partition."""
+    from distributed import Client, get_task_stream
+
+    from idigdask.catalog.read import iter_partitions
+
+    n = 4000
+    ids = [f"u{i % 3500}" for i in range(n)]       # the last 500 rows repeat earlier uuids
+    pd.DataFrame({"id": ids, "url": [f"https://example.org/{i}.jpg" for i in range(n)]}
+                 ).to_csv(tmp_path / "t.csv", index=False)
+    ddf = read_catalog(str(tmp_path / "t.csv"), id_column="id", blocksize=20_000)
+    assert ddf.npartitions >= 4
+    with Client(processes=False, n_workers=1, threads_per_worker=2,
+                dashboard_address=None) as client, get_task_stream(client) as stream:
+        parts = list(iter_partitions(client, ddf))
+    frame = pd.concat(parts)
+    assert (frame["excluded"] == S.DUPLICATE_MEDIA_UUID).sum() == 500
+    assert frame["excluded"].iloc[:3500].isna().all()
+    names = [t["key"][0] if isinstance(t["key"], tuple) else t["key"] for t in stream.data]
+    hashed = [name for name in names if name.startswith("partition_hashes")]
+    assert len(hashed) == ddf.npartitions
