@@ -118,3 +118,22 @@ def test_no_secret_value_survives(name, value, quoted, form):
     else:
         text = f"{name}: {json.dumps(value) if quoted else value}"
     assert value not in redact(text).replace("REDACTED", "")
+
+
+_URLISH = st.text(alphabet="abkeyKEYsigtokn019.-_~/%+!$&()*,:@=?#;[] \"'3dDfF", max_size=40)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(["", "http://", "https://", "s3://", "file://", "/"]), _URLISH)
+def test_the_fast_path_skips_only_what_redaction_would_not_change(prefix, rest):
+    text = prefix + rest
+    if urls._is_plain(text):
+        # secrets=[""]: the full rules, with nothing literal to remove
+        assert redact(text, secrets=[""]) == text
+
+
+@pytest.mark.parametrize("text", [
+    "https://media.example.org/fullsize/0a1b.jpg", "/data/sheets/a b.jpg".replace(" ", "_"),
+    "http://127.0.0.1:8080/m/x.jpg", "s3://bucket/key/x.jpg"])
+def test_plain_uris_take_the_fast_path(text):
+    assert urls._is_plain(text) and redact(text) == text
