@@ -151,7 +151,7 @@ GUODA_DATA_KEYS = (
 _FAMILIES = ("Lycopodiaceae", "Selaginellaceae", "Dryopteridaceae", "Asteraceae", "Fagaceae")
 
 
-def _guoda_row_group(start: int, n: int):
+def _guoda_row_group(start: int, n: int, url_base: str = "https://media.example.org/fullsize/"):
     """One row group of a synthetic GUODA media dump (vectorised, no per-row Python)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -159,7 +159,7 @@ def _guoda_row_group(start: int, n: int):
     idx = np.arange(start, start + n)
     hexes = pa.array([f"{i:012x}" for i in idx])
     uuid = pc.binary_join_element_wise("5b1f0e2c-6a43-4b7e-9d0a-", hexes, "")
-    url = pc.binary_join_element_wise("https://media.example.org/fullsize/", hexes, ".jpg", "")
+    url = pc.binary_join_element_wise(url_base, hexes, ".jpg", "")
     string = pa.string()
     # about 1% of rows lack iDigBio's cleaned accessuri (the provider's value is used),
     # 1% are sounds and 0.5% have no URI at all, so every catalog code path is taken
@@ -211,16 +211,22 @@ def _guoda_row_group(start: int, n: int):
 
 
 def guoda_parquet(n_rows: int = 1_000_000, *, row_group: int = 100_000,
-                  root: str | os.PathLike | None = None) -> str:
+                  root: str | os.PathLike | None = None,
+                  url_base: str = "https://media.example.org/fullsize/") -> str:
     """Return a cached GUODA-schema media parquet of ``n_rows`` rows, writing it if needed.
 
     The ``data`` column is a struct whose field names contain ``:`` (the provider's
-    namespaced terms), as in the GUODA dump; see ``GUODA_DATA_KEYS``.
+    namespaced terms), as in the GUODA dump; see ``GUODA_DATA_KEYS``. Media URLs are
+    ``url_base`` followed by the row's number in hex and ``.jpg``.
     """
+    import hashlib
+
     import pyarrow.parquet as pq
 
     base = _base(root)
-    final = base / f"guoda-{n_rows}-rg{row_group}.parquet"
+    tag = "" if url_base == "https://media.example.org/fullsize/" else \
+        "-" + hashlib.sha256(url_base.encode()).hexdigest()[:8]
+    final = base / f"guoda-{n_rows}-rg{row_group}{tag}.parquet"
     if final.exists():
         return str(final)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-guoda-", suffix=".parquet", dir=base)
@@ -228,7 +234,7 @@ def guoda_parquet(n_rows: int = 1_000_000, *, row_group: int = 100_000,
     writer = None
     try:
         for start in range(0, n_rows, row_group):
-            table = _guoda_row_group(start, min(row_group, n_rows - start))
+            table = _guoda_row_group(start, min(row_group, n_rows - start), url_base)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, table.schema, compression="snappy")
             writer.write_table(table)
