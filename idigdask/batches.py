@@ -2,9 +2,11 @@
 
 The store (see :mod:`idigdask.store`) is chunked along ``image`` only, so reading one
 image costs a whole compressed chunk. A feed therefore visits chunks, not images: each
-epoch it shuffles the order of the chunks and then the images inside a window of a few
-chunks (:func:`epoch_order`), so a batch touches only a handful of chunks while every
-selected image is still seen exactly once per epoch.
+epoch it deals the chunks into windows that span the whole store and shuffles the
+images inside each window (:func:`epoch_order`), so every chunk is decompressed about
+once per epoch and process, every selected image is seen exactly once, and a batch
+still mixes the providers of a store written in catalog order (:func:`batch_mixing`
+measures it).
 
 Reading, augmenting and normalizing a batch are pure functions (:func:`load_batch`)
 that run on the Dask workers, which therefore never import Keras: the Keras
@@ -18,6 +20,7 @@ augmentation, read-ahead); their defaults are the dask config's ``idigdask.feed`
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections import OrderedDict
@@ -30,11 +33,11 @@ from .errors import UserError
 from .options import check, coerce_fields, setting
 from .store import zarr_storage_options
 
-__all__ = ["FeedOptions", "NORMALIZE_MODES", "augment_images", "epoch_order", "images_array",
-           "load_batch", "normalize_images", "open_store", "read_images", "store_location"]
+__all__ = ["FeedOptions", "NORMALIZE_MODES", "augment_images", "batch_mixing", "epoch_order",
+           "images_array", "load_batch", "normalize_images", "open_store", "read_images", "store_location"]
 
 #: Bytes of decompressed chunks kept per process, so that the batches of one window
-#: decompress each chunk about once.
+#: decompress each chunk about once: a window of ``window_chunks`` chunks should fit.
 CHUNK_CACHE_BYTES = 256 * 2**20
 
 #: How a feed turns pixels into network input (see :func:`normalize_images`).
@@ -231,6 +234,7 @@ class _ChunkCache:
         self._data: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._loading: dict[tuple, threading.Event] = {}
 
     def get(self, key: tuple) -> np.ndarray | None:
         with self._lock:
@@ -249,6 +253,35 @@ class _ChunkCache:
                 _, old = self._data.popitem(last=False)
                 self._bytes -= old.nbytes
 
+    def get_or_load(self, key: tuple, load: Callable[[], np.ndarray]) -> np.ndarray:
+        """The cached chunk, or ``load()`` once however many threads ask for it at once.
+
+        The first batches of a window all need the window's chunks: without this, each
+        of the threads reading ahead would decompress every one of them.
+        """
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+                return value
+            event = self._loading.get(key)
+            owner = event is None
+            if owner:
+                event = self._loading[key] = threading.Event()
+        if not owner:
+            event.wait()
+            value = self.get(key)
+            # evicted already, or the owner's read failed: read it here
+            return value if value is not None else load()
+        try:
+            value = load()
+            self.put(key, value)
+            return value
+        finally:
+            with self._lock:
+                self._loading.pop(key, None)
+            event.set()
+
     def drop(self, stale: Callable[[tuple], bool]) -> None:
         """Forget the entries whose key satisfies ``stale(key)``."""
         with self._lock:
@@ -257,6 +290,7 @@ class _ChunkCache:
 
 
 _CHUNKS = _ChunkCache(CHUNK_CACHE_BYTES)
+_READ_CALLS = itertools.count()
 
 
 # ---------------------------------------------------------------------------------
@@ -300,13 +334,16 @@ def read_images(source: Any, indices: np.ndarray, chunk_size: int,
     n = arr.shape[0]
     out = None
     chunk_ids = indices // chunk_size
-    for cid in np.unique(chunk_ids):
+    touched = np.unique(chunk_ids)
+    # each call starts at another of its chunks: the threads reading the first batches
+    # of a window then decompress different chunks at once instead of queueing on one
+    for cid in np.roll(touched, -(next(_READ_CALLS) % max(1, len(touched)))):
         start, stop = int(cid) * chunk_size, min(int(cid + 1) * chunk_size, n)
-        block = _CHUNKS.get((key0, start, stop)) if isinstance(source, str) else None
-        if block is None:
+        if isinstance(source, str):
+            block = _CHUNKS.get_or_load((key0, start, stop),
+                                        lambda: np.asarray(arr[start:stop]))  # noqa: B023
+        else:
             block = np.asarray(arr[start:stop])
-            if isinstance(source, str):
-                _CHUNKS.put((key0, start, stop), block)
         if out is None:
             out = np.empty((len(indices),) + block.shape[1:], dtype=block.dtype)
         where = np.nonzero(chunk_ids == cid)[0]
@@ -453,8 +490,19 @@ def load_batch(source: Any, indices: np.ndarray, *, chunk_size: int,
 # Order of the images in an epoch
 # ---------------------------------------------------------------------------------
 def epoch_order(indices: np.ndarray, chunk_size: int, *, seed: int = 0, epoch: int = 0,
-                shuffle: bool = True, window_chunks: int = 4) -> np.ndarray:
+                shuffle: bool = True, window_chunks: int = 16) -> np.ndarray:
     """Return the order in which an epoch visits the selected images.
+
+    The chunks are cut into windows of ``window_chunks`` chunks, and each window's
+    images are visited in a random order before the next window's. A window does not
+    take neighbouring chunks: the chunks are dealt into the windows like cards, one
+    from each run of consecutive chunks, so a window holds chunks from all over the
+    store; and a window's images are visited in rounds, one random image of each of
+    its chunks per round, so that a batch draws on as many of them as it can. A store is written in catalog order and a catalog is often ordered by
+    provider (a GUODA dump is ordered by recordset), so windows of neighbouring, or
+    of few, chunks give batches from one or two institutions; spread windows give
+    batches that mix nearly as well as a random permutation (see
+    :func:`batch_mixing`), while every chunk is still read in one window only.
 
     Parameters
     ----------
@@ -467,23 +515,91 @@ def epoch_order(indices: np.ndarray, chunk_size: int, *, seed: int = 0, epoch: i
     shuffle : bool
         False: the indices in store order.
     window_chunks : int
-        Chunks whose images are mixed together; larger mixes better, costs more
-        chunk reads per batch.
+        Chunks whose images are mixed together; larger mixes better and needs that
+        many decompressed chunks in each reading process's chunk cache
+        (:data:`CHUNK_CACHE_BYTES`; 16 chunks of 64 images of 256 px fit).
 
     Returns
     -------
     numpy.ndarray
         A permutation of ``indices``.
+
+    Examples
+    --------
+    >>> order = epoch_order(np.arange(256), 16, seed=1, window_chunks=4)
+    >>> sorted(order.tolist()) == list(range(256))
+    True
+    >>> len(np.unique(order[:64] // 16))   # the first window: 4 chunks...
+    4
     """
     indices = np.unique(np.asarray(indices, dtype=np.int64))
     if not shuffle or len(indices) == 0:
         return indices
     rng = np.random.default_rng([int(seed), int(epoch)])
     chunk_ids = indices // chunk_size
-    chunks = rng.permutation(np.unique(chunk_ids))
-    parts = []
-    for w in range(0, len(chunks), max(1, window_chunks)):
-        window = indices[np.isin(chunk_ids, chunks[w:w + window_chunks])]
-        parts.append(rng.permutation(window))
+    chunks = np.unique(chunk_ids)  # in store order
+    window = max(1, int(window_chunks))
+    n_windows = -(-len(chunks) // window)
+    # deal the chunks: run r of n_windows consecutive chunks gives one chunk to each
+    # window, in a random order, so that every window spans the whole store
+    seat = np.empty(len(chunks), dtype=np.int64)
+    for start in range(0, len(chunks), n_windows):
+        stop = min(start + n_windows, len(chunks))
+        seat[start:stop] = rng.permutation(n_windows)[:stop - start]
+    window_of = seat[np.searchsorted(chunks, chunk_ids)]
+    by_window = np.argsort(window_of, kind="stable")
+    bounds = np.searchsorted(window_of[by_window], np.arange(n_windows + 1))
+    parts = [_interleave(indices[by_window[bounds[w]:bounds[w + 1]]], chunk_size, rng)
+             for w in rng.permutation(n_windows)]
     return np.concatenate(parts)
 
+
+def _interleave(members: np.ndarray, chunk_size: int, rng: np.random.Generator) -> np.ndarray:
+    """A window's images in rounds: one random image of each chunk per round, the
+    chunks in a random order, so that consecutive images come from different chunks."""
+    members = rng.permutation(members)
+    chunk_ids = members // chunk_size
+    by_chunk = np.argsort(chunk_ids, kind="stable")
+    sorted_ids = chunk_ids[by_chunk]
+    uniq, first, inverse = np.unique(sorted_ids, return_index=True, return_inverse=True)
+    rank = np.empty(len(members), dtype=np.int64)
+    rank[by_chunk] = np.arange(len(members)) - first[inverse]  # round of each image
+    position = rng.permutation(len(uniq))[np.searchsorted(uniq, chunk_ids)]
+    return members[np.lexsort((position, rank))]
+
+
+def batch_mixing(order: np.ndarray, groups: Sequence[Any], batch_size: int) -> float:
+    """Mean number of distinct groups (recordsets, labels...) per batch of an order.
+
+    Parameters
+    ----------
+    order : numpy.ndarray of int
+        Image indices in the order an epoch visits them (:func:`epoch_order`).
+    groups : sequence
+        The group of every image of the store, indexed by image index.
+    batch_size : int
+        Images per batch; a last, shorter batch counts too.
+
+    Returns
+    -------
+    float
+        The mean over the batches of the number of distinct groups they hold: 1.0
+        when every batch comes from one group; a random permutation of images from
+        ``g`` equal groups gives about ``g * (1 - (1 - 1/g) ** batch_size)``.
+
+    Examples
+    --------
+    >>> groups = np.repeat(["a", "b", "c", "d"], 64)     # four providers, in order
+    >>> batch_mixing(np.arange(256), groups, 32)          # store order
+    1.0
+    >>> batch_mixing(np.random.default_rng(0).permutation(256), groups, 32) > 3.5
+    True
+    """
+    order = np.asarray(order, dtype=np.int64)
+    if len(order) == 0:
+        return 0.0
+    _, codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    codes = codes.reshape(-1)[order]
+    batch = np.arange(len(order)) // max(1, int(batch_size))
+    pairs = np.unique(batch * (int(codes.max()) + 1) + codes)  # distinct (batch, group)
+    return float(len(pairs) / (batch[-1] + 1))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idigdask.batches import (augment_images, epoch_order, load_batch, normalize_images,
-                              open_store)
+from idigdask.batches import (_ChunkCache, augment_images, batch_mixing, epoch_order,
+                              load_batch, normalize_images, open_store)
 from idigdask.errors import UserError
 
 CHUNK = 8  # images per chunk of the stores of conftest.py
@@ -25,6 +25,54 @@ def test_epoch_order_visits_each_image_once_chunk_by_chunk():
     for start in range(0, len(a), 16):
         assert len(np.unique(a[start:start + 16] // 16)) <= 4
     assert (epoch_order(indices, 16, shuffle=False) == indices).all()
+
+
+def test_batch_mixing_counts_the_groups_of_each_batch():
+    groups = np.repeat(list("abcd"), 8)                  # four providers, in store order
+    assert batch_mixing(np.arange(32), groups, 8) == 1.0
+    dealt = np.arange(32).reshape(4, 8).T.ravel()        # a, b, c, d, a, b, ...
+    assert batch_mixing(dealt, groups, 8) == 4.0
+    assert batch_mixing(np.arange(4, 16), groups, 8) == 1.5  # 2 groups, then a short batch of 1
+    assert batch_mixing(np.array([], dtype=int), groups, 8) == 0.0
+
+
+def test_epoch_order_mixes_a_store_written_in_recordset_order():
+    # a GUODA dump is ordered by recordset: 20 providers of 1,000 images, chunks of 64
+    groups = np.repeat(np.arange(20), 1000)
+    idx = np.arange(len(groups))
+    random = batch_mixing(np.random.default_rng(0).permutation(idx), groups, 32)
+    order = epoch_order(idx, 64, seed=0, window_chunks=16)
+    assert sorted(order.tolist()) == idx.tolist()
+    assert batch_mixing(order, groups, 32) >= 0.85 * random   # about 14.5 against 16.1
+    # still chunk by chunk: each chunk is read in one window of at most 16 chunks
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    chunks = idx // 64
+    spans = [np.ptp(position[chunks == c]) for c in range(0, chunks.max() + 1, 7)]
+    assert max(spans) < 16 * 64
+    for start in range(0, len(order), 32):
+        assert len(np.unique(order[start:start + 32] // 64)) <= 32
+
+
+def test_chunk_cache_loads_a_chunk_once_for_threads_asking_at_once():
+    import threading
+    import time
+
+    cache = _ChunkCache(2**20)
+    loads = []
+
+    def load():
+        loads.append(1)
+        time.sleep(0.05)  # a slow decompression: the other threads ask meanwhile
+        return np.zeros(10, np.uint8)
+
+    threads = [threading.Thread(target=cache.get_or_load, args=(("k",), load)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(loads) == 1
+    assert cache.get(("k",)) is not None
 
 
 # --- scaling and augmentation --------------------------------------------------------
