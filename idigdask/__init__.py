@@ -30,6 +30,7 @@ _API = {
     "FetchOptions": "fetch",
     "open_dataset": "store",
     "read_ledger": "store",
+    "quality_report": "quality",
     "get_client": "cluster",
     "FeedOptions": "batches",
     "StoreFeed": "loaders.keras",
@@ -92,6 +93,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .evaluate import EvaluateOptions, evaluate
     from .loaders.keras import StoreFeed
     from .predict import PredictOptions, predict
+    from .quality import quality_report
     from .store import open_dataset, read_ledger
     from .synthetic import make_sheets
     from .train import TrainOptions, train

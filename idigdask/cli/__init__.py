@@ -21,8 +21,8 @@ from typing import Any, Sequence
 from ..errors import UserError
 
 #: Sub-command modules, in the order of the route the data takes.
-COMMANDS = ("synth", "catalog", "build", "ledger", "train", "evaluate", "predict", "demo",
-            "cluster_info")
+COMMANDS = ("synth", "catalog", "build", "ledger", "report", "train", "evaluate", "predict",
+            "demo", "cluster_info")
 
 #: The libraries each command loads anyway, imported up front by :func:`entry`.
 #: Keras is left to the commands: TensorFlow logs to stderr as it loads, which would
@@ -32,6 +32,7 @@ STACKS: dict[str, tuple[str, ...]] = {
     "catalog": ("idigdask.catalog", "dask.dataframe"),
     "build": ("idigdask.build", *_DASK),
     "ledger": ("idigdask.store",),
+    "report": ("idigdask.quality", *_DASK),
     "train": ("idigdask.train", *_DASK),
     "evaluate": ("idigdask.evaluate", *_DASK),
     "predict": ("idigdask.predict", *_DASK),
