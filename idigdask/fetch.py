@@ -44,9 +44,11 @@ Schemes and redaction live in :mod:`idigdask.urls`; :func:`classify_scheme` and
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import email.utils
 import inspect
+import os
 import queue
 import random
 import re
@@ -305,15 +307,11 @@ class _Fetcher:
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._filesystems: dict[tuple[str, str], Any] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._resolver: _CheckedResolver | None = None
         self._identity: dict[str, Any] = {}
         self._transport: dict[str, Any] = {}
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._resolver is not None:  # a resolver handed to a connector stays ours
-            await self._resolver.close()
+        """Nothing to close: the HTTP session outlives the call (:func:`_shared_session`)."""
 
     async def fetch(self, uri: str) -> FetchResult:
         """Fetch one URI, retrying transient failures; never raises for the URI."""
@@ -386,18 +384,7 @@ class _Fetcher:
             # that a redirect to another origin can leave it behind
             self._identity = _identity(client_kwargs, options)
             self._transport = {k: options[k] for k in _TRANSPORT_KEYS if k in options}
-            proxy = self._transport.get("proxy")
-            exempt = frozenset({(yarl.URL(str(proxy)).host or "").lower()} if proxy else ())
-            self._resolver = _CheckedResolver(self._policy, exempt)
-            connector = aiohttp.TCPConnector(limit=self.options.concurrency,
-                                             limit_per_host=self.options.per_host,
-                                             resolver=self._resolver)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.options.timeout),
-                headers={"User-Agent": self.options.user_agent},
-                **client_kwargs,
-            )
+            self._session = _shared_session(self.options, client_kwargs, self._transport)
         return self._session
 
     async def _http(self, uri: str) -> bytes:
@@ -533,6 +520,61 @@ class _Fetcher:
 
 
 _PRINTABLE_RE = re.compile(r"[!-~]+")
+
+
+#: HTTP sessions by their settings, on fsspec's IO loop: one per worker process and
+#: settings, so the tasks of a build reuse its connections (keep-alive) instead of
+#: opening new ones for every batch.
+_SESSIONS: dict[str, aiohttp.ClientSession] = {}
+
+
+def _shared_session(options: FetchOptions, client_kwargs: dict[str, Any],
+                    transport: dict[str, Any]) -> aiohttp.ClientSession:
+    """The session of these settings, made on first use (only on fsspec's IO loop).
+
+    Its connector sets no limits of its own: each call bounds its requests in flight
+    (``concurrency``, ``per_host``) with its own semaphores, as it did with a session
+    of its own. The address policy lives in the session's resolver, so it is part of
+    the key, with everything else that shapes the session.
+    """
+    from dask.base import tokenize
+
+    key = tokenize(options.policy(), client_kwargs, transport.get("proxy"),
+                   options.timeout, options.user_agent)
+    session = _SESSIONS.get(key)
+    if session is None or session.closed or session._loop is not asyncio.get_running_loop():
+        proxy = transport.get("proxy")
+        exempt = frozenset({(yarl.URL(str(proxy)).host or "").lower()} if proxy else ())
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0,
+                                         resolver=_CheckedResolver(options.policy(), exempt))
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=options.timeout),
+            headers={"User-Agent": options.user_agent},
+            **client_kwargs,
+        )
+        _SESSIONS[key] = session
+    return session
+
+
+async def _close_sessions() -> None:
+    sessions = list(_SESSIONS.values())
+    _SESSIONS.clear()
+    for session in sessions:
+        await session.close()
+
+
+def close_sessions() -> None:
+    """Close the shared HTTP sessions of this process (at exit, or to drop connections)."""
+    loop = fsspec.asyn.loop[0] if fsspec.asyn.loop else None
+    if _SESSIONS and loop is not None and loop.is_running():
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_close_sessions(), loop).result(5)
+
+
+atexit.register(close_sessions)
+# a forked child has a loop of its own; the parent's sessions belong to the parent
+os.register_at_fork(after_in_child=_SESSIONS.clear)
 
 
 def _describe(err: BaseException) -> str:

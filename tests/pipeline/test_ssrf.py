@@ -29,7 +29,8 @@ import yaml
 
 import idigdask
 from idigdask.errors import UserError
-from idigdask.fetch import FetchOptions, FetchResult, _CheckedResolver, _RefusedAddress, fetch_many
+from idigdask.fetch import (FetchOptions, FetchResult, _CheckedResolver, _RefusedAddress,
+                            close_sessions, fetch_many)
 from idigdask.testing.media_server import MediaServer
 from idigdask.urls import AddressPolicy, literal_address
 
@@ -37,6 +38,15 @@ pytestmark = pytest.mark.timeout(60)
 
 PAYLOAD = bytes(range(256)) * 8
 ALLOWED_HOST = "127.0.0.2"
+
+
+@pytest.fixture(autouse=True)
+def fresh_sessions():
+    """Each test's fetches resolve names anew: some tests replace the resolver, and
+    the HTTP sessions (with their resolvers and DNS caches) outlive a call."""
+    close_sessions()
+    yield
+    close_sessions()
 
 
 @pytest.fixture(scope="module")
