@@ -79,3 +79,73 @@ class FeedSuite:
         return self.n / self._epoch()
 
     track_images_per_s.unit = "images/s"
+
+
+def numpy_epoch(store: str, batch_size: int) -> int:
+    """The same store read chunk by chunk with zarr, each batch normalized with numpy:
+    what a hand-written loop over the array gives; returns the images read."""
+    import numpy as np
+    import zarr
+
+    group = zarr.open_group(store, mode="r")
+    arr = group["images"]
+    mean = np.asarray(group.attrs["channel_mean"], np.float32)
+    std = np.asarray(group.attrs["channel_std"], np.float32)
+    chunk, n, seen = arr.chunks[0], arr.shape[0], 0
+    for start in range(0, n, chunk):
+        block = arr[start:start + chunk]
+        for i in range(0, len(block), batch_size):
+            batch = (block[i:i + batch_size].astype(np.float32) - mean) / std
+            seen += len(batch)
+    return seen
+
+
+class FeedRatioSuite:
+    """The feed (threads, shuffled, normalized, augmented or not) against
+    :func:`numpy_epoch` over the same store, alternated in one run: the ratio of images/s
+    (target >= 0.8)."""
+
+    params = ([False, True],)
+    param_names = ["augment"]
+    number = 1
+    repeat = 1
+    warmup_time = 0
+    timeout = 900
+    n = 2048
+    batch_size = 32
+    rounds = 3
+
+    def setup_cache(self) -> str:
+        return image_store(self.n)
+
+    def setup(self, store: str, augment: bool) -> None:
+        from idigdask.loaders.keras import StoreFeed
+
+        self.feed = StoreFeed(store, batch_size=self.batch_size, shuffle=True,
+                              normalize="store", augment=augment, client=None, prefetch=4)
+
+    def teardown(self, store: str, augment: bool) -> None:
+        self.feed.close()
+
+    def _feed_rate(self) -> float:
+        exec(FRESH_CHUNK_CACHE, {})
+        t0 = time.perf_counter()
+        images = sum(len(self.feed[i][0]) for i in range(len(self.feed)))
+        rate = images / (time.perf_counter() - t0)
+        self.feed.on_epoch_end()
+        return rate
+
+    def _numpy_rate(self, store: str) -> float:
+        t0 = time.perf_counter()
+        return numpy_epoch(store, self.batch_size) / (time.perf_counter() - t0)
+
+    def track_feed_over_numpy(self, store: str, augment: bool) -> float:
+        import statistics
+
+        feed, plain = [], []
+        for _ in range(self.rounds):
+            feed.append(self._feed_rate())
+            plain.append(self._numpy_rate(store))
+        return statistics.median(feed) / statistics.median(plain)
+
+    track_feed_over_numpy.unit = "ratio"
