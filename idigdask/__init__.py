@@ -40,6 +40,8 @@ _API = {
     "EvaluateOptions": "evaluate",
     "predict": "predict",
     "PredictOptions": "predict",
+    "explain": "explain",
+    "ExplainOptions": "explain",
     "run_demo": "demo",
 }
 
@@ -92,6 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .demo import run_demo
     from .evaluate import EvaluateOptions, evaluate
     from .loaders.keras import StoreFeed
+    from .explain import ExplainOptions, explain
     from .predict import PredictOptions, predict
     from .quality import quality_report
     from .store import open_dataset, read_ledger

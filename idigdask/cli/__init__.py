@@ -22,7 +22,7 @@ from ..errors import UserError
 
 #: Sub-command modules, in the order of the route the data takes.
 COMMANDS = ("synth", "catalog", "build", "ledger", "report", "train", "evaluate", "predict",
-            "demo", "cluster_info")
+            "explain", "demo", "cluster_info")
 
 #: The libraries each command loads anyway, imported up front by :func:`entry`.
 #: Keras is left to the commands: TensorFlow logs to stderr as it loads, which would
@@ -36,6 +36,7 @@ STACKS: dict[str, tuple[str, ...]] = {
     "train": ("idigdask.train", *_DASK),
     "evaluate": ("idigdask.evaluate", *_DASK),
     "predict": ("idigdask.predict", *_DASK),
+    "explain": ("idigdask.explain", "idigdask.predict", *_DASK),
     "demo": ("idigdask.demo", *_DASK),
     "cluster-info": ("idigdask.cluster", *_DASK),
 }
