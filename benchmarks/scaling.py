@@ -146,6 +146,8 @@ def run_flat(args: argparse.Namespace) -> dict:
         t_end, rss_end = watch.when(n)
         t0 = watch.when(1)[0]
         first, last = t_first - t0, t_end - t_before_last
+        if first <= 0:
+            raise SystemExit(f"--window {w} is within the first wave: make it larger")
         return {"images": n, "window": w, "wall_s": wall, "first_window_s": first,
                 "last_window_s": last, "time_ratio": last / first,
                 "rss_at_window_mib": rss_first / 2**20, "rss_at_end_mib": rss_end / 2**20,
@@ -179,9 +181,10 @@ def run_plan(args: argparse.Namespace) -> dict:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", args.port))
     listener.listen(256)
+    port = listener.getsockname()[1]  # --port 0: any free one (the dump is then new)
     try:
         catalog = guoda_parquet(args.rows, root=args.cache,
-                                url_base=f"http://127.0.0.1:{args.port}/media/")
+                                url_base=f"http://127.0.0.1:{port}/media/")
         runs = []
         for _ in range(args.repeat):
             runs.append(first_fetch_seconds(catalog, listener))

@@ -154,3 +154,25 @@ def test_compare_rejects_an_unknown_tool():
     compare = load_compare()
     with pytest.raises(SystemExit):
         compare.parse_args(["--tools", "idigdask,nope"])
+
+
+def test_scaling_suites_run_whole_builds():
+    from benchmarks.bench_scaling import FlatSuite, PlanSuite, StartupSuite
+
+    startup = StartupSuite()
+    assert run_once(startup, methods=("track_one_image_build_s",))["track_one_image_build_s"] > 0
+    flat = FlatSuite()
+    flat.images, flat.window = 1500, 600  # waves of 256 rows
+    out = run_once(flat, methods=("track_time_ratio", "track_rss_ratio"))
+    assert out["track_time_ratio"] > 0 and out["track_rss_ratio"] > 0
+    plan = PlanSuite()
+    plan.rows, plan.runs = 2000, 1
+    assert 0 < run_once(plan, methods=("track_first_request_s",))["track_first_request_s"] < 120
+
+
+def test_feed_ratio_suite_runs():
+    from benchmarks.bench_feed import FeedRatioSuite
+
+    suite = FeedRatioSuite()
+    suite.n, suite.rounds = 128, 1
+    assert run_once(suite, False, methods=("track_feed_over_numpy",))["track_feed_over_numpy"] > 0
