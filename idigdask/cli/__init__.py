@@ -28,9 +28,13 @@ COMMANDS = ("synth", "catalog", "build", "ledger", "report", "train", "evaluate"
 #: Keras is left to the commands: TensorFlow logs to stderr as it loads, which would
 #: come before the one line of a user mistake.
 _DASK = ("dask.dataframe", "distributed", "distributed.dashboard.scheduler")
+#: What a build's tasks load on the in-process worker: the store, the HTTP client, the
+#: decoders and the DCT of the perceptual hash.
+_MEDIA = ("zarr", "aiohttp", "PIL.Image", "simplejpeg", "imagehash", "scipy.fftpack",
+          "pyarrow.parquet")
 STACKS: dict[str, tuple[str, ...]] = {
     "catalog": ("idigdask.catalog", "dask.dataframe"),
-    "build": ("idigdask.build", *_DASK),
+    "build": ("idigdask.build", *_DASK, *_MEDIA),
     "ledger": ("idigdask.store",),
     "report": ("idigdask.quality", *_DASK),
     "train": ("idigdask.train", *_DASK),
