@@ -48,4 +48,4 @@ start_batch sge.sh "Grid Engine" qstat -f
 # The docs' browser tests: Debian's chromium and chromium-driver (skip without them; CI fails).
 bash ci/chromium.sh || { [ "${CI:-}" = "true" ] && exit 1; echo "ci/test.sh: no chromium; the docs' browser tests will skip" >&2; }
 
-"$BIN/python" -m pytest -ra "$@"
+"$BIN/python" -m pytest -ra --durations=30 "$@"
