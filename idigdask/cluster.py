@@ -24,7 +24,26 @@ log = logging.getLogger(__name__)
 
 
 def current_client() -> "Client | None":
-    """Return the current :class:`distributed.Client`, or None when there is none."""
+    """Return the current :class:`distributed.Client`, or None when there is none.
+
+    The current client is the one made last in this process and not closed, or the
+    one of a ``with client.as_current():`` block (:func:`distributed.default_client`).
+    Unlike distributed's, this never raises: no client is an answer.
+
+    Returns
+    -------
+    distributed.Client or None
+        The client that Dask computations would run on now.
+
+    Examples
+    --------
+    >>> current_client() is None
+    True
+    >>> from distributed import Client
+    >>> with Client(processes=False) as client:                       # doctest: +SKIP
+    ...     current_client() is client
+    True
+    """
     from distributed import default_client
 
     try:
@@ -74,6 +93,26 @@ def dashboard_link(client: "Client") -> str | None:
     cluster is the machine's network address, while the dashboard listens on
     127.0.0.1. When the scheduler runs in this process the link names the address its
     dashboard is bound to (unless that is every interface); otherwise distributed's.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A client of the scheduler.
+
+    Returns
+    -------
+    str or None
+        The dashboard's URL, as ``distributed.dashboard.link`` formats it; otherwise
+        distributed's own answer (``client.dashboard_link``), which is empty or None
+        when it knows no dashboard.
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster
+    >>> with LocalCluster(**local_cluster_kwargs(n_threads=1)) as cluster:   # doctest: +SKIP
+    ...     with Client(cluster) as client:
+    ...         dashboard_link(client), client.dashboard_link
+    ('http://127.0.0.1:40655/status', 'http://192.0.2.2:40655/status')
     """
     from distributed.utils import format_dashboard_link
 

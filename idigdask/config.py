@@ -43,10 +43,33 @@ _register()
 def get(key: str) -> Any:
     """The setting ``idigdask.<key>``, e.g. ``get("fetch.allow-private")``.
 
+    Parameters
+    ----------
+    key : str
+        The setting's name under ``idigdask.``, dotted: ``"<section>.<name>"``.
+
+    Returns
+    -------
+    object
+        The value as dask.config holds it, unconverted: text from an environment
+        variable stays text (the options' :func:`~idigdask.options.coerce_fields`
+        converts it).
+
     Raises
     ------
     UserError
         For a key that idigdask does not know.
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set({"idigdask.build.size": 128}):
+    ...     get("build.size")
+    128
+    >>> get("build.colour")
+    Traceback (most recent call last):
+    ...
+    idigdask.errors.UserError: unknown idigdask setting idigdask.build.colour
     """
     try:
         return dask.config.get(f"idigdask.{key}")
@@ -55,7 +78,36 @@ def get(key: str) -> Any:
 
 
 def get_bool(key: str) -> bool:
-    """A yes/no setting; strings such as ``"true"`` or ``"0"`` are understood."""
+    """A yes/no setting; strings such as ``"true"`` or ``"0"`` are understood.
+
+    Parameters
+    ----------
+    key : str
+        The setting's name under ``idigdask.``.
+
+    Returns
+    -------
+    bool
+        True for ``true``, ``yes``, ``on`` and ``1``; False for ``false``, ``no``,
+        ``off``, ``0``, an empty string and None (any case).
+
+    Raises
+    ------
+    UserError
+        For an unknown key, or a value that is none of these.
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set({"idigdask.fetch.allow-private": "yes"}):
+    ...     get_bool("fetch.allow-private")
+    True
+    >>> with dask.config.set({"idigdask.fetch.allow-private": "maybe"}):
+    ...     get_bool("fetch.allow-private")
+    Traceback (most recent call last):
+    ...
+    idigdask.errors.UserError: setting idigdask.fetch.allow-private must be true or false, not 'maybe'
+    """
     value = get(key)
     if isinstance(value, bool):
         return value
@@ -66,7 +118,34 @@ def get_bool(key: str) -> bool:
 
 
 def get_list(key: str) -> tuple[str, ...]:
-    """A list setting; one string is split at commas."""
+    """A list setting; one string is split at commas.
+
+    Parameters
+    ----------
+    key : str
+        The setting's name under ``idigdask.``.
+
+    Returns
+    -------
+    tuple of str
+        The items, as strings; from one string, its comma-separated parts without
+        surrounding blanks; empty for None.
+
+    Raises
+    ------
+    UserError
+        For an unknown key, or a value that is neither a list, a string nor None.
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set({"idigdask.fetch.allow-networks": "10.1.2.0/24, fd00::/8"}):
+    ...     get_list("fetch.allow-networks")
+    ('10.1.2.0/24', 'fd00::/8')
+    >>> with dask.config.set({"idigdask.fetch.allow-networks": ["10.1.2.0/24"]}):
+    ...     get_list("fetch.allow-networks")
+    ('10.1.2.0/24',)
+    """
     value = get(key)
     if value is None:
         return ()

@@ -131,6 +131,16 @@ class Decoded(NamedTuple):
     warnings : tuple of str
         Faults that were mended without touching a pixel (see the module notes), in
         sorted order; empty for a clean file.
+
+    Examples
+    --------
+    >>> from io import BytesIO
+    >>> buf = BytesIO(); Image.new("RGB", (300, 200), "red").save(buf, "PNG")
+    >>> decoded = decode_image(buf.getvalue(), 64)
+    >>> decoded.pixels.shape, decoded.pixels.dtype
+    ((64, 64, 3), dtype('uint8'))
+    >>> decoded.source_width, decoded.source_height, decoded.format, decoded.warnings
+    (300, 200, 'PNG', ())
     """
 
     pixels: np.ndarray
@@ -343,6 +353,36 @@ def to_rgb(img: Image.Image, background: int | Sequence[int] = (255, 255, 255)) 
     ``background``; 16-bit, 32-bit and float images are scaled to 0-255 rather than
     clipped (strip by strip, without full-size float copies); CMYK (including Adobe's
     inverted CMYK JPEGs, which Pillow reads) uses Pillow's conversion.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        An image of any mode.
+    background : int or sequence of int
+        The RGB colour (or one grey level) that transparent pixels are composited on.
+
+    Returns
+    -------
+    PIL.Image.Image
+        An ``RGB`` image of the same size; ``img`` itself when it is already RGB
+        without transparency.
+
+    Raises
+    ------
+    UserError
+        When ``background`` is not three integers (or one) between 0 and 255.
+
+    Examples
+    --------
+    >>> rgba = Image.new("RGBA", (2, 1), (255, 0, 0, 0))       # transparent red
+    >>> rgba.putpixel((1, 0), (0, 0, 255, 255))                 # opaque blue
+    >>> np.asarray(to_rgb(rgba)).tolist()
+    [[[255, 255, 255], [0, 0, 255]]]
+    >>> np.asarray(to_rgb(rgba, background=0)).tolist()
+    [[[0, 0, 0], [0, 0, 255]]]
+    >>> deep = Image.fromarray(np.array([[0, 32768, 65535]], np.uint16))   # 16-bit
+    >>> np.asarray(to_rgb(deep))[0, :, 0].tolist()
+    [0, 128, 255]
     """
     out = _to_8bit(img, _check_color(background))
     return out if out.mode == "RGB" else out.convert("RGB")

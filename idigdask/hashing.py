@@ -28,7 +28,23 @@ _MASK64 = (1 << 64) - 1
 
 
 def sha256_hex(data: bytes) -> str:
-    """The SHA-256 of ``data`` as 64 lower-case hex digits."""
+    """The SHA-256 of ``data`` as 64 lower-case hex digits.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's bytes, as fetched.
+
+    Returns
+    -------
+    str
+        The digest: 64 lower-case hex digits.
+
+    Examples
+    --------
+    >>> sha256_hex(b"abc")
+    'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'
+    """
     return hashlib.sha256(data).hexdigest()
 
 
@@ -94,6 +110,23 @@ def phash_hex(image: np.ndarray | Image.Image) -> str:
     ----------
     image : numpy.ndarray or PIL.Image.Image
         A uint8 ``(h, w)`` or ``(h, w, 3)`` array, or any Pillow image.
+
+    Returns
+    -------
+    str
+        16 lower-case hex digits; :func:`phash_int` turns them into the integer that
+        :class:`NearDuplicateIndex` takes.
+
+    Examples
+    --------
+    A resized copy of an image has the same hash (or one a few bits away):
+
+    >>> sheet = np.zeros((64, 64), np.uint8)
+    >>> sheet[:32, :32] = sheet[32:, 32:] = 255
+    >>> phash_hex(sheet)
+    '8044001100440011'
+    >>> phash_hex(Image.fromarray(sheet).resize((200, 150)))
+    '8044001100440011'
     """
     import imagehash
 
@@ -103,7 +136,30 @@ def phash_hex(image: np.ndarray | Image.Image) -> str:
 
 
 def phash_int(value: str) -> int:
-    """A hex pHash as an unsigned 64-bit integer (for :class:`NearDuplicateIndex`)."""
+    """A hex pHash as an unsigned 64-bit integer (for :class:`NearDuplicateIndex`).
+
+    Parameters
+    ----------
+    value : str
+        A pHash in hex, as :func:`phash_hex` writes it.
+
+    Returns
+    -------
+    int
+        The hash as a number between 0 and ``2**64 - 1``.
+
+    Raises
+    ------
+    ValueError
+        When ``value`` is not hex, or does not fit in 64 bits.
+
+    Examples
+    --------
+    >>> phash_int("8044001100440011")
+    9242512408290000913
+    >>> phash_int("ffffffffffffffff") == 2**64 - 1
+    True
+    """
     number = int(value, 16)
     if not 0 <= number <= _MASK64:
         raise ValueError(f"pHash {value!r} does not fit in 64 bits")

@@ -57,7 +57,24 @@ PENDING, RUNNING, ENDED = "pending", "running", "ended"
 
 @dataclass(frozen=True)
 class Jobs:
-    """How many batch jobs to keep: between ``minimum`` and ``maximum``."""
+    """How many batch jobs to keep: between ``minimum`` and ``maximum``.
+
+    Made from ``--jobs`` by :func:`parse_jobs`, which checks the range.
+
+    Parameters
+    ----------
+    minimum : int
+        The fewest jobs kept, 0 or more.
+    maximum : int
+        The most jobs kept; equal to ``minimum`` for a fixed count.
+
+    Examples
+    --------
+    >>> Jobs(2, 2).adaptive, Jobs(0, 8).adaptive
+    (False, True)
+    >>> parse_jobs("0:8") == Jobs(minimum=0, maximum=8)
+    True
+    """
 
     minimum: int
     maximum: int
@@ -136,6 +153,29 @@ def lifetime_args(walltime: Any, kind: str) -> list[str]:
     workers of jobs started together do not all leave at once; the lifetime ends two
     staggers before the walltime, leaving time to hand results over. An unreadable or
     very short walltime (under a minute) gives no arguments.
+
+    Parameters
+    ----------
+    walltime : str, int or None
+        The job's walltime as the batch system writes it (``"01:00:00"``; Slurm also
+        ``"2-00"`` and minutes, LSF ``[HH:]MM``, the others seconds); None for none.
+    kind : str
+        The batch system (``slurm``, ``sge``, ``pbs``, ``lsf``...), which decides how
+        a bare number reads.
+
+    Returns
+    -------
+    list of str
+        ``["--lifetime", "<s>s", "--lifetime-stagger", "<s>s"]``, or an empty list.
+
+    Examples
+    --------
+    >>> lifetime_args("01:00:00", "slurm")
+    ['--lifetime', '3000s', '--lifetime-stagger', '300s']
+    >>> lifetime_args("30", "slurm"), lifetime_args("30", "pbs")   # minutes, seconds
+    (['--lifetime', '1440s', '--lifetime-stagger', '180s'], [])
+    >>> lifetime_args(None, "sge")
+    []
     """
     seconds = walltime_seconds(walltime, kind)
     if not seconds or seconds < 60:
@@ -147,11 +187,33 @@ def lifetime_args(walltime: Any, kind: str) -> list[str]:
 def batch_system(kind: str):
     """The dask-jobqueue cluster class of ``kind``, once its submit command is found.
 
+    Parameters
+    ----------
+    kind : str
+        A key of :data:`JOBQUEUE_CLASSES` (``slurm``, ``sge``, ``pbs``...).
+
+    Returns
+    -------
+    type
+        The :class:`dask_jobqueue.JobQueueCluster` subclass, e.g.
+        ``dask_jobqueue.SLURMCluster``.
+
     Raises
     ------
+    OptionError
+        When ``kind`` is unknown (``option`` is ``"cluster"``).
     UserError
-        When ``kind`` is unknown, dask-jobqueue is not installed, or the batch
-        system's submit command (``sbatch``, ``qsub``...) is not on ``PATH``.
+        When dask-jobqueue is not installed, or the batch system's submit command
+        (``sbatch``, ``qsub``...) is not on ``PATH``.
+
+    Examples
+    --------
+    >>> batch_system("slurm")                                   # doctest: +SKIP
+    <class 'dask_jobqueue.slurm.SLURMCluster'>
+    >>> batch_system("torque")                                # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    idigdask.options.OptionError: cluster: 'torque' is not local or one of slurm, sge, ...
     """
     _check_kind(kind)
     try:
@@ -301,6 +363,20 @@ def keep_jobs(cluster: "JobQueueCluster", jobs: Jobs) -> None:
     pre-empted, killed, retired before the walltime) and, when the two differ,
     follows the work. Called once a worker has joined: with a minimum of 0 and no
     task yet, Adaptive would cancel the first jobs before their workers start.
+
+    Parameters
+    ----------
+    cluster : dask_jobqueue.JobQueueCluster
+        A cluster from :func:`jobqueue_cluster`.
+    jobs : Jobs
+        The range of job counts to keep.
+
+    Examples
+    --------
+    >>> cluster = jobqueue_cluster("slurm", parse_jobs("0:8"))          # doctest: +SKIP
+    >>> with distributed.Client(cluster) as client:                     # doctest: +SKIP
+    ...     wait_for_workers(client, cluster)
+    ...     keep_jobs(cluster, parse_jobs("0:8"))
     """
     cluster.adapt(minimum_jobs=jobs.minimum, maximum_jobs=jobs.maximum)
     log.info("keeping between %d and %d %s job(s)", jobs.minimum, jobs.maximum,
@@ -351,6 +427,28 @@ def queue_jobs(kind: str, name: str | None = None, ids: list[str] | None = None
     Slurm (``squeue``) and Grid Engine (``qstat``) are asked; for the other systems,
     or when the command fails, the answer is None (not known). A job the batch
     system no longer lists is not in the answer.
+
+    Parameters
+    ----------
+    kind : str
+        The batch system (``slurm``, ``sge``...).
+    name : str, optional
+        Only the jobs of this name (all of the user's jobs by default).
+    ids : list of str, optional
+        Only the jobs of these ids; when given, ``name`` is not looked at.
+
+    Returns
+    -------
+    dict or None
+        ``{job id: "pending" | "running" | "ended"}``, or None when the batch system
+        cannot be asked.
+
+    Examples
+    --------
+    >>> queue_jobs("slurm", name="dask-worker")                         # doctest: +SKIP
+    {'4242': 'running', '4243': 'pending'}
+    >>> queue_jobs("pbs") is None                                       # not asked
+    True
     """
     user = getpass.getuser()
     if kind == "slurm":
@@ -384,6 +482,22 @@ def job_states(cluster: "JobQueueCluster") -> dict[str, str]:
     A job whose worker has joined the scheduler is running. For the others the batch
     system is asked where it can be (:func:`queue_jobs`); a job it no longer lists has
     ended. Where it cannot be asked, a job without a worker is pending.
+
+    Parameters
+    ----------
+    cluster : dask_jobqueue.JobQueueCluster
+        A cluster from :func:`jobqueue_cluster`.
+
+    Returns
+    -------
+    dict
+        ``{job id: "pending" | "running" | "ended"}`` for every job submitted.
+
+    Examples
+    --------
+    >>> cluster = jobqueue_cluster("slurm", parse_jobs("2"))            # doctest: +SKIP
+    >>> job_states(cluster)                                             # doctest: +SKIP
+    {'4242': 'running', '4243': 'pending'}
     """
     kind = _kind_of(cluster)
     jobs = {name: job for name, job in dict(cluster.workers).items()
@@ -412,7 +526,25 @@ def _kind_of(cluster: Any) -> str:
 
 
 def jobs_summary(cluster: "JobQueueCluster") -> dict[str, Any]:
-    """Counts of the cluster's jobs by state, and their ids."""
+    """Counts of the cluster's jobs by state, and their ids.
+
+    Parameters
+    ----------
+    cluster : dask_jobqueue.JobQueueCluster
+        A cluster from :func:`jobqueue_cluster`.
+
+    Returns
+    -------
+    dict
+        ``kind`` (the batch system), the ``pending``, ``running`` and ``ended`` job
+        counts (:func:`job_states`) and ``ids``, the sorted job ids.
+
+    Examples
+    --------
+    >>> cluster = jobqueue_cluster("slurm", parse_jobs("2"))            # doctest: +SKIP
+    >>> jobs_summary(cluster)                                           # doctest: +SKIP
+    {'kind': 'slurm', 'pending': 1, 'running': 1, 'ended': 0, 'ids': ['4242', '4243']}
+    """
     states = job_states(cluster)
     counts = {state: sum(1 for s in states.values() if s == state)
               for state in (PENDING, RUNNING, ENDED)}
@@ -427,11 +559,31 @@ def wait_for_workers(client: "Client", cluster: "JobQueueCluster", *, poll: floa
     pending or running (or ``timeout`` seconds), logging their states every
     ``report_every`` seconds.
 
+    Parameters
+    ----------
+    client : distributed.Client
+        A client of the cluster's scheduler.
+    cluster : dask_jobqueue.JobQueueCluster
+        The cluster whose jobs are waited for.
+    poll : float
+        Seconds between two looks at the scheduler and the jobs.
+    report_every : float
+        Seconds between two log lines on the jobs' states.
+    timeout : float, optional
+        Give up after this many seconds; by default wait as long as a job may still
+        start a worker.
+
     Raises
     ------
     UserError
         When every job ended before a worker joined (a job script that fails on the
         compute node: a wrong ``python``, a prologue that fails), or on ``timeout``.
+
+    Examples
+    --------
+    >>> cluster = jobqueue_cluster("slurm", parse_jobs("2"))            # doctest: +SKIP
+    >>> with distributed.Client(cluster) as client:                     # doctest: +SKIP
+    ...     wait_for_workers(client, cluster, timeout=3600)
     """
     started = last = time.monotonic()
     while not client.scheduler_info(n_workers=-1).get("workers"):

@@ -132,6 +132,13 @@ def backbone(name: str, input_shape: tuple[int, int, int] = (256, 256, 3),
     ------
     UserError
         For an unknown name, ``weights="imagenet"`` or a weights file that is missing.
+
+    Examples
+    --------
+    >>> model = backbone("mobilenetv3", (128, 128, 3), n_classes=2)     # doctest: +SKIP
+    >>> model.output_shape                                              # doctest: +SKIP
+    (None, 2)
+    >>> model = backbone("resnet50", weights="resnet50_notop.weights.h5")  # doctest: +SKIP
     """
     import keras
     from keras import layers
@@ -187,6 +194,22 @@ def build_model(name: str = "smithsonian", input_shape: tuple[int, int, int] = (
     -------
     keras.Model
         Uncompiled.
+
+    Raises
+    ------
+    UserError
+        For a name that is not in :data:`MODELS`, weights given to the smithsonian
+        network, or the weights errors of :func:`backbone`.
+
+    Examples
+    --------
+    >>> model = build_model("smithsonian", (64, 64, 3), n_classes=2)    # doctest: +SKIP
+    >>> model.name                                                      # doctest: +SKIP
+    'smithsonian_cnn'
+    >>> build_model("vgg16")                                  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    idigdask.errors.UserError: unknown model 'vgg16': choose one of smithsonian, resnet50, ...
     """
     key = name.lower()
     if key not in MODELS:
@@ -200,7 +223,29 @@ def build_model(name: str = "smithsonian", input_shape: tuple[int, int, int] = (
 
 
 def input_scaling(name: str) -> str | None:
-    """The ``normalize`` mode of the feed that model ``name`` expects."""
+    """The ``normalize`` mode of the feed that model ``name`` expects.
+
+    Parameters
+    ----------
+    name : str
+        A model name of :data:`MODELS`, in any case.
+
+    Returns
+    -------
+    str or None
+        ``"store"``: standardize each channel with the store's statistics; None: raw
+        0..255 pixels, for a network that rescales inside itself.
+
+    Raises
+    ------
+    UserError
+        For a name that is not in :data:`MODELS`.
+
+    Examples
+    --------
+    >>> input_scaling("smithsonian"), input_scaling("EfficientNetB0")
+    ('store', None)
+    """
     key = name.lower()
     if key not in MODELS:
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
@@ -221,6 +266,13 @@ def compile_model(model, learning_rate: float | None = None):
     -------
     keras.Model
         The same model, compiled.
+
+    Examples
+    --------
+    With ``feed`` a :class:`~idigdask.StoreFeed` of 64 px images and their labels:
+
+    >>> model = compile_model(build_model("smithsonian", (64, 64, 3)))  # doctest: +SKIP
+    >>> model.fit(feed, epochs=2)                                       # doctest: +SKIP
     """
     import keras
 

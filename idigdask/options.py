@@ -32,7 +32,30 @@ T = TypeVar("T")
 
 
 class OptionError(UserError):
-    """An option out of range or unknown: ``option`` names it, for the CLI to map to a flag."""
+    """An option out of range or unknown: ``option`` names it, for the CLI to map to a flag.
+
+    Parameters
+    ----------
+    option : str
+        The option's name as the Python API spells it (``"size"``, ``"jobs"``).
+    message : str
+        What is wrong with its value.
+
+    Attributes
+    ----------
+    option : str
+        The option's name.
+    detail : str
+        ``message``, without the name in front.
+
+    Examples
+    --------
+    >>> error = OptionError("size", "0 is out of range: 16 to 4096")
+    >>> str(error), error.option, error.detail
+    ('size: 0 is out of range: 16 to 4096', 'size', '0 is out of range: 16 to 4096')
+    >>> isinstance(error, UserError)
+    True
+    """
 
     def __init__(self, option: str, message: str):
         super().__init__(f"{option}: {message}")
@@ -46,6 +69,32 @@ def setting(key: str) -> Any:
     dask.config is imported only when a default is first needed, so that
     ``import idigdask`` stays light; the value is converted to the field's type when
     the dataclass is made (:func:`coerce_fields`).
+
+    Parameters
+    ----------
+    key : str
+        The setting under ``idigdask.``, e.g. ``"build.size"``.
+
+    Returns
+    -------
+    dataclasses.Field
+        A field with that default factory; its ``metadata["setting"]`` is ``key``.
+
+    Examples
+    --------
+    >>> import dataclasses
+    >>> import dask
+    >>> import idigdask.config      # registers idigdask's defaults with dask.config
+    >>> @dataclasses.dataclass
+    ... class Sizes:
+    ...     size: int = setting("build.size")
+    ...     def __post_init__(self):
+    ...         coerce_fields(self)
+    >>> with dask.config.set({"idigdask.build.size": "128"}):
+    ...     Sizes()
+    Sizes(size=128)
+    >>> Sizes(size=64)
+    Sizes(size=64)
     """
 
     def default() -> Any:
@@ -61,7 +110,38 @@ def coerce_fields(options: Any) -> None:
 
     Settings may come from environment variables as text (``"60"``, ``"true"``): each
     field is turned into the type its annotation names, or an :class:`OptionError`
-    names the field.
+    names the field. Call it from the dataclass's ``__post_init__``.
+
+    Parameters
+    ----------
+    options : dataclass instance
+        Changed in place, even when the dataclass is frozen. ``bool`` fields take
+        ``true``/``false``, ``yes``/``no``, ``on``/``off``, ``1``/``0``; tuple fields
+        take a comma-separated string; an optional field takes ``None``, ``"none"``,
+        ``"null"`` or ``""`` as None.
+
+    Raises
+    ------
+    OptionError
+        For the first field whose value cannot be converted; the message names the
+        setting it defaults from, if any.
+
+    Examples
+    --------
+    >>> import dataclasses
+    >>> @dataclasses.dataclass
+    ... class Fetch:
+    ...     timeout: float = 30.0
+    ...     retry: bool = True
+    ...     networks: tuple[str, ...] = ()
+    ...     def __post_init__(self):
+    ...         coerce_fields(self)
+    >>> Fetch(timeout="60", retry="no", networks="10.1.2.0/24, fd00::/8")
+    Fetch(timeout=60.0, retry=False, networks=('10.1.2.0/24', 'fd00::/8'))
+    >>> Fetch(timeout="soon")
+    Traceback (most recent call last):
+    ...
+    idigdask.options.OptionError: timeout: 'soon' is not a float
     """
     hints = typing.get_type_hints(type(options))
     for f in dataclasses.fields(options):
@@ -140,6 +220,45 @@ def with_overrides(cls: type[T], options: T | dict | None, overrides: dict[str, 
     ``nested`` names fields that hold options of another stage (``{"fetch":
     FetchOptions}``): an override named as one of their fields goes there, so a call
     can say ``timeout=5`` to a build. An unknown name is an :class:`OptionError`.
+
+    Parameters
+    ----------
+    cls : type
+        The options dataclass.
+    options : cls instance, dict or None
+        The options a call was given: an instance is kept as it is, a dict is read as
+        fields (and nested fields), None gives the defaults.
+    overrides : dict
+        Field values that replace those of ``options`` (a call's keywords).
+    nested : dict, optional
+        ``{field name: options class}`` of fields that hold another stage's options.
+
+    Returns
+    -------
+    cls instance
+        A new object when there are overrides (``options`` itself is never changed),
+        else ``options``.
+
+    Raises
+    ------
+    OptionError
+        For an override that names no field of ``cls`` nor of a nested class, or a
+        value that the dataclass refuses.
+    UserError
+        When ``options`` is neither a ``cls``, a dict nor None.
+
+    Examples
+    --------
+    >>> from idigdask.build import BuildOptions
+    >>> from idigdask.fetch import FetchOptions
+    >>> options = with_overrides(BuildOptions, {"size": 128}, {"timeout": 5},
+    ...                          nested={"fetch": FetchOptions})
+    >>> options.size, options.fetch.timeout
+    (128, 5.0)
+    >>> with_overrides(BuildOptions, None, {"colour": "red"})
+    Traceback (most recent call last):
+    ...
+    idigdask.options.OptionError: colour: not an option of BuildOptions
     """
     if options is None:
         options = cls()

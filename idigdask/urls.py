@@ -239,6 +239,27 @@ def secret_values(options: Any) -> list[str]:
     Values of secret-named keys (:func:`is_secret_name`, and ``password``) and the
     password of an auth object (``aiohttp.BasicAuth``), longest first; values shorter
     than four characters are left out, as they would blank out ordinary words.
+
+    Parameters
+    ----------
+    options : object
+        Storage options: a dict, nested dicts and lists of them; anything else holds
+        no secret.
+
+    Returns
+    -------
+    list of str
+        The credentials found, each once, longest first: the ``secrets`` to give
+        :func:`redact`.
+
+    Examples
+    --------
+    >>> options = {"key": "AKIAEXAMPLE", "secret": "s3cr3t-value", "pwd": "abc",
+    ...            "client_kwargs": {"endpoint_url": "http://127.0.0.1:7480"}}
+    >>> secret_values(options)
+    ['s3cr3t-value', 'AKIAEXAMPLE']
+    >>> redact("signing with s3cr3t-value failed", secret_values(options))
+    'signing with REDACTED failed'
     """
     found: list[str] = []
     if isinstance(options, dict):
@@ -354,6 +375,22 @@ class AddressPolicy:
     allow_networks : tuple of str
         Networks (``"10.1.2.0/24"``, ``"fd00::/8"``, a single address) reachable even
         though they are in :data:`PRIVATE_NETWORKS`, e.g. a Ceph gateway's.
+
+    Raises
+    ------
+    ValueError
+        When an entry of ``allow_networks`` is not a network or an address.
+
+    Examples
+    --------
+    >>> policy = AddressPolicy()
+    >>> policy.refusal("169.254.169.254"), policy.refusal("8.8.8.8")
+    ('link-local (cloud metadata)', None)
+    >>> policy.refusal("::ffff:127.0.0.1")
+    'loopback, inside ::ffff:7f00:1'
+    >>> ceph = AddressPolicy(allow_networks=("10.1.2.0/24",))
+    >>> ceph.refusal("10.1.2.7"), ceph.refusal("10.9.0.1")
+    (None, 'private')
     """
 
     allow_private: bool = False

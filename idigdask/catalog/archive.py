@@ -177,6 +177,25 @@ def unpack(local: str, dest: str, source: str) -> str:
     ------
     UserError
         When the archive is neither a zip nor a tar, or a member is unsafe or too large.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> archive = os.path.join(folder, "dwca.zip")
+    >>> with zipfile.ZipFile(archive, "w") as z:
+    ...     z.writestr("dwca/meta.xml", "<archive/>")
+    ...     z.writestr("dwca/multimedia.txt", "identifier\\n")
+    >>> root = unpack(archive, os.path.join(folder, "out"), "dwca.zip")
+    >>> os.path.relpath(root, folder), sorted(os.listdir(root))
+    ('out/dwca', ['meta.xml', 'multimedia.txt'])
+    >>> with zipfile.ZipFile(archive, "w") as z:
+    ...     z.writestr("../meta.xml", "<archive/>")
+    >>> unpack(archive, os.path.join(folder, "out2"), "dwca.zip")
+    Traceback (most recent call last):
+    ...
+    idigdask.errors.UserError: dwca.zip: refused the archive member '../meta.xml' (a path that climbs out with '..')
+    >>> import shutil; shutil.rmtree(folder)
     """
     if zipfile.is_zipfile(local):
         _unpack_zip(local, dest, source)

@@ -277,6 +277,20 @@ def summarize(df) -> dict:
     -------
     dict
         ``{"rows": N, "usable": U, "excluded": {reason: count}}``, reasons sorted.
+
+    Raises
+    ------
+    UserError
+        When ``df`` has no ``excluded`` column.
+
+    Examples
+    --------
+    >>> catalog = pd.DataFrame({
+    ...     "access_uri": ["https://example.org/a.jpg", "ftp://example.org/b.jpg", None],
+    ...     "excluded": [None, "unsupported_scheme:ftp", "no_uri"]})
+    >>> summarize(catalog)
+    {'rows': 3, 'usable': 1, 'excluded': {'no_uri': 1, 'unsupported_scheme:ftp': 1}}
+    >>> summarize(read_catalog("media.parquet"))                        # doctest: +SKIP
     """
     if S.EXCLUDED not in df.columns:
         raise UserError("not a catalog: no 'excluded' column")

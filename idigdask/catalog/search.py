@@ -113,6 +113,26 @@ def use_derivative(df, size: str | None = "webview", base_url: str = MEDIA_API_U
         See :func:`media_url`.
     base_url : str
         The media API root.
+
+    Returns
+    -------
+    Same type as ``df``
+        The catalog with the new URIs, lazily for a Dask frame; ``df`` itself is not
+        changed.
+
+    Raises
+    ------
+    UserError
+        For a ``size`` that is not ``"thumbnail"``, ``"webview"``, ``"fullsize"`` or None.
+
+    Examples
+    --------
+    >>> catalog = pd.DataFrame({
+    ...     "media_uuid": ["0a1b", "0a1c"],
+    ...     "access_uri": ["http://example.org/a.jpg", "ftp://example.org/b.jpg"],
+    ...     "excluded": [None, "unsupported_scheme:ftp"]})
+    >>> use_derivative(catalog, "thumbnail")["access_uri"].tolist()
+    ['https://api.idigbio.org/v2/media/0a1b?size=thumbnail', 'ftp://example.org/b.jpg']
     """
     media_url("x", size, base_url)  # validate the size now, not inside a task
     if isinstance(df, pd.DataFrame):

@@ -97,6 +97,27 @@ def cap_per_label(df, n: int, seed: int = 0):
         The most rows kept per label.
     seed : int
         The same seed gives the same rows.
+
+    Returns
+    -------
+    Same type as ``df``
+        The capped catalog, lazily for a Dask frame.
+
+    Raises
+    ------
+    UserError
+        When ``df`` has no ``label`` column, or ``n`` is negative.
+
+    Examples
+    --------
+    >>> catalog = pd.DataFrame({
+    ...     "media_uuid": [f"m{i}" for i in range(6)],
+    ...     "access_uri": [f"https://example.org/{i}.jpg" for i in range(6)],
+    ...     "label": ["stained", "stained", "stained", "stained", "clean", None],
+    ...     "excluded": [None, None, None, None, None, "no_label"]})
+    >>> capped = cap_per_label(catalog, 2, seed=0)
+    >>> capped["label"].value_counts().to_dict(), len(capped)   # the unlabelled row stays
+    ({'stained': 2, 'clean': 1}, 4)
     """
     if S.LABEL not in df.columns:
         raise UserError("cap_per_label needs a labelled catalog (no 'label' column)")

@@ -26,8 +26,27 @@ def write_catalog(df, path: str, *, storage_options: dict | None = None, overwri
         Passed to fsspec.
     overwrite : bool
         Remove what is at ``path`` first (else old part files could mix with new ones).
+        It is removed when the call is made, even with ``compute=False``.
     compute : bool
         False returns a Dask object to compute later.
+
+    Returns
+    -------
+    None or dask.dataframe.Scalar
+        None once written; with ``compute=False``, the lazy write.
+
+    Raises
+    ------
+    UserError
+        When ``df`` does not have a catalog's columns (see
+        :mod:`idigdask.catalog.schema`).
+
+    Examples
+    --------
+    >>> catalog = read_catalog("urls.csv", label_column="stained")      # doctest: +SKIP
+    >>> write_catalog(catalog, "catalog.parquet")                       # doctest: +SKIP
+    >>> read_catalog("catalog.parquet").columns.equals(catalog.columns)  # doctest: +SKIP
+    True
     """
     if not S.is_catalog_columns(df.columns):
         raise UserError(f"cannot write {path}: the frame is not a catalog (columns: "

@@ -39,6 +39,27 @@ def resolve_client(client: Any):
     that run whole tasks (:func:`idigdask.get_client`), a feed never starts a cluster:
     reading batches in this process's threads is fast, and a cluster started for a
     feed would outlive the call that made it.
+
+    Parameters
+    ----------
+    client : distributed.Client, "auto", None or False
+        What a :class:`StoreFeed` was given as ``client``.
+
+    Returns
+    -------
+    distributed.Client or None
+        The client whose workers read the batches, or None for a local thread pool.
+
+    Examples
+    --------
+    >>> resolve_client(None) is None, resolve_client(False) is None
+    (True, True)
+    >>> resolve_client("auto") is None                      # no client is current
+    True
+    >>> from distributed import Client
+    >>> with Client(processes=False) as client:             # doctest: +SKIP
+    ...     resolve_client("auto") is client
+    True
     """
     if client is None or client is False:
         return None

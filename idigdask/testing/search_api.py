@@ -35,7 +35,43 @@ def make_media_item(uuid: str, accessuri: str | None, *, records: Sequence[str] 
                     data: dict | None = None, recordset: str = "rs-0", mediatype: str = "images",
                     fmt: str | None = "image/jpeg", xpixels: int | None = None,
                     ypixels: int | None = None, record_terms: dict | None = None) -> dict:
-    """One media item in the search API's shape (``uuid``, ``etag``, ``data``, ``indexTerms``)."""
+    """One media item in the search API's shape (``uuid``, ``etag``, ``data``, ``indexTerms``).
+
+    Parameters
+    ----------
+    uuid : str
+        The media record's uuid; its etag is ``etag-<uuid>``.
+    accessuri : str or None
+        The media URL (``indexTerms.accessuri``); None leaves it out.
+    records : sequence of str
+        The uuids of the specimen records the media belongs to (``hasSpecimen`` is
+        whether there are any).
+    data : dict, optional
+        The record's raw Audubon Core fields (``data``).
+    recordset : str
+        The recordset uuid.
+    mediatype : str
+        iDigBio's media type (``images``, ``sounds``...).
+    fmt : str or None
+        The MIME type (``indexTerms.format``); None leaves it out.
+    xpixels, ypixels : int, optional
+        The image's width and height, left out when None.
+    record_terms : dict, optional
+        ``recordTerms``: the specimen record's fields, which ``rq`` queries filter on.
+
+    Returns
+    -------
+    dict
+        The item, for :class:`SearchAPIServer`.
+
+    Examples
+    --------
+    >>> item = make_media_item("m1", "http://127.0.0.1:8000/a.jpg", records=["r1"])
+    >>> item["etag"], item["indexTerms"]["accessuri"], item["indexTerms"]["hasSpecimen"]
+    ('etag-m1', 'http://127.0.0.1:8000/a.jpg', True)
+    >>> "xpixels" in item["indexTerms"]
+    False
+    """
     index = {"uuid": uuid, "accessuri": accessuri, "format": fmt, "records": list(records),
              "recordset": recordset, "mediatype": mediatype, "xpixels": xpixels,
              "ypixels": ypixels, "hasSpecimen": bool(records), "etag": f"etag-{uuid}"}
@@ -95,6 +131,29 @@ class SearchAPIServer:
         ``media_url(base_url=...)``.
     requests : list of dict
         The query parameters of every search request received, failed ones included.
+
+    Raises
+    ------
+    ValueError
+        When ``failures`` names something that is neither an HTTP status nor one of
+        :data:`FAULTS`.
+
+    Examples
+    --------
+    >>> import json, urllib.error, urllib.parse, urllib.request
+    >>> items = [make_media_item("m1", "http://127.0.0.1:8000/a.jpg", recordset="rs-1"),
+    ...          make_media_item("m2", "http://127.0.0.1:8000/b.jpg", recordset="rs-2")]
+    >>> mq = urllib.parse.quote(json.dumps({"recordset": "rs-1"}))
+    >>> with SearchAPIServer(items, failures=[503]) as api:
+    ...     try:
+    ...         urllib.request.urlopen(f"{api.base_url}/search/media?mq={mq}")
+    ...     except urllib.error.HTTPError as error:
+    ...         print("first request:", error.code)
+    ...     with urllib.request.urlopen(f"{api.base_url}/search/media?mq={mq}") as answer:
+    ...         body = json.load(answer)
+    first request: 503
+    >>> body["itemCount"], [item["uuid"] for item in body["items"]], len(api.requests)
+    (1, ['m1'], 2)
     """
 
     def __init__(self, items: Sequence[dict] = (), *, failures: Sequence[int | str] = (),
