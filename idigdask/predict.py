@@ -186,9 +186,11 @@ def worker_model(model: ModelFile):
     with _MODELS_LOCK:
         if worker is not None:
             if not hasattr(worker, "idigdask_models"):
-                _share_cores(worker)
                 worker.idigdask_models = {}
                 worker.idigdask_model_loads = 0
+            if not model.name.endswith(".npz") and not getattr(worker, "idigdask_shared", False):
+                _share_cores(worker)  # Keras models only: a baseline never loads Keras
+                worker.idigdask_shared = True
             cache = worker.idigdask_models
         else:
             cache = _LOCAL_MODELS
@@ -208,6 +210,10 @@ def _load(model: ModelFile, folder: str | None):
     """Load a model from its bytes (Keras reads a ``.keras`` file from a path)."""
     import tempfile
 
+    if model.name.endswith(".npz"):  # the classical baseline (idigdask.baseline): NumPy
+        from .baseline import BaselineModel
+
+        return BaselineModel.from_bytes(model.data)
     import keras
 
     with tempfile.TemporaryDirectory(dir=folder) as tmp:

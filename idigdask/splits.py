@@ -1,8 +1,11 @@
-"""Which images train, validate and test: splits by specimen, and class weights.
+"""Which images train, validate and test: splits by specimen or by recordset, and class weights.
 
 A specimen (``record_uuid``) is often photographed more than once; a model tested on
 another photograph of a sheet it trained on looks better than it is. So every split
-here keeps the images of one specimen together. These are pure functions of the
+here keeps the images of one specimen together. A model can also learn a
+provider's scanner, lighting or mounting instead of the stain, score well on a random
+split and fail on a new herbarium: :func:`split_by_recordset` holds whole recordsets
+(institutions) out, so the test measures that. These are pure functions of the
 store's coordinates, used by :func:`idigdask.train.train`.
 """
 
@@ -15,9 +18,12 @@ import pandas as pd
 
 from .errors import UserError
 
-__all__ = ["SPLITS", "class_weights", "missing_labels", "split_by_specimen"]
+__all__ = ["SPLITS", "SPLIT_BY", "class_weights", "missing_labels", "split_by_recordset",
+           "split_by_specimen"]
 
 SPLITS = ("train", "val", "test")
+#: What a split keeps together: ``TrainOptions.split_by``.
+SPLIT_BY = ("specimen", "recordset")
 
 
 def missing_labels(labels: np.ndarray) -> np.ndarray:
@@ -83,6 +89,72 @@ def split_by_specimen(record_uuid: Sequence[str], labels: Sequence[Any],
         for i, name in enumerate(names):
             assignment[name] = SPLITS[int(np.searchsorted(bounds, i, side="right"))]
     return np.array([assignment[g] for g in groups], dtype=object).astype(str)
+
+
+def split_by_recordset(recordset: Sequence[str], fractions: Sequence[float] = (0.7, 0.15, 0.15),
+                       seed: int = 0) -> np.ndarray:
+    """Assign each image to "train", "val" or "test", keeping recordsets together.
+
+    Every image of a recordset (a provider, in iDigBio an institution's collection)
+    goes to the same side, so the test holds only providers the model never saw.
+    Recordsets are dealt in a seeded random order, each to the split furthest below
+    its share of the images; the validation and test splits get at least one
+    recordset each when their share is above 0. Specimens never span recordsets, so
+    they stay together too. Images without a recordset form one group.
+
+    Parameters
+    ----------
+    recordset : sequence of str
+        Recordset of each image ("" or None: unknown).
+    fractions : 3 floats
+        Train, validation and test shares of the images (reached as closely as whole
+        recordsets allow).
+    seed : int
+        Seed of the order: the same seed gives the same split.
+
+    Returns
+    -------
+    numpy.ndarray
+        Strings ``"train"``, ``"val"`` or ``"test"``, one per image.
+
+    Raises
+    ------
+    UserError
+        With fewer recordsets than splits to fill.
+
+    Examples
+    --------
+    >>> split = split_by_recordset(["a", "a", "b", "c", "d", "d"], seed=0)
+    >>> sorted(set(split))
+    ['test', 'train', 'val']
+    """
+    frac = np.asarray(fractions, dtype=float)
+    if frac.shape != (3,) or (frac < 0).any() or frac.sum() <= 0:
+        raise UserError(f"fractions must be three non-negative numbers, got {fractions!r}")
+    frac = frac / frac.sum()
+    groups = pd.Series(recordset, dtype=object).fillna("").astype(str).to_numpy()
+    names, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    wanted = [i for i in range(3) if frac[i] > 0]
+    if len(names) < len(wanted):
+        raise UserError(f"split by recordset needs at least {len(wanted)} recordsets, the "
+                        f"labelled images have {len(names)}")
+    rng = np.random.default_rng(int(seed))
+    order = rng.permutation(len(names))
+    target = frac * len(groups)
+    given = np.zeros(3)
+    side = np.empty(len(names), dtype=np.int64)
+    # the held-out splits first get one recordset each, then every split takes the
+    # next recordset while it is the furthest below its share
+    first = [i for i in (2, 1, 0) if i in wanted]
+    for rank, g in enumerate(order):
+        if rank < len(first):
+            choice = first[rank]
+        else:
+            deficit = np.where(frac > 0, target - given, -np.inf)
+            choice = int(np.argmax(deficit))
+        side[g] = choice
+        given[choice] += sizes[g]
+    return np.asarray(SPLITS, dtype=object)[side[inverse.reshape(-1)]].astype(str)
 
 
 def class_weights(labels: Sequence[Any]) -> dict[Any, float]:

@@ -1,19 +1,23 @@
 """Train a classifier on a labelled image store, with checkpoints and resume.
 
 :func:`train` splits the labelled images by specimen (see
-:func:`idigdask.splits.split_by_specimen`), feeds them through
+:func:`idigdask.splits.split_by_specimen`) or by recordset, feeds them through
 :class:`idigdask.loaders.keras.StoreFeed` (read ahead on the Dask workers when a client
 is there), and writes a *model folder*::
 
     MODEL_DIR/
         model.keras           the best weights (lowest validation loss)
         config.json           label, classes, store, normalization, size, versions
-        split.parquet         media_uuid, record_uuid, label, split (train/val/test)
+        split.parquet         media_uuid, record_uuid, label, split (train/val/test),
+                              image_index, recordset
         history.json, .csv    one entry per epoch
         checkpoints/
             last.keras        after every epoch (what ``resume=True`` continues from)
             best.keras        the best epoch so far
             state.json        epochs done, best validation loss, patience count
+
+``model="baseline"`` writes the same folder with ``baseline.npz`` (the classical
+baseline's coefficients, :mod:`idigdask.baseline`) instead of the Keras files.
 
 Training stops early when the validation loss has not improved for ``patience``
 epochs, and the saved model holds the best epoch's weights. Its settings are one
@@ -40,7 +44,7 @@ from .batches import FeedOptions, open_store, store_location
 from .errors import UserError
 from .models import MODELS
 from .options import check, coerce_fields, setting, with_overrides
-from .splits import class_weights, missing_labels, split_by_specimen
+from .splits import SPLIT_BY, class_weights, missing_labels, split_by_recordset, split_by_specimen
 
 CONFIG_FORMAT = "idigdask-model/1"
 
@@ -58,7 +62,14 @@ class TrainOptions:
     label : str
         The store's label coordinate; -1 or "" mark unlabelled images (left out).
     model : str
-        A name of :data:`idigdask.models.MODELS`.
+        A name of :data:`idigdask.models.MODELS`, or ``"baseline"``: the classical
+        baseline of :mod:`idigdask.baseline` (colour and texture features, a dask-ml
+        linear classifier; no Keras).
+    classifier : {"logistic", "sgd"}
+        The baseline's classifier: dask-ml's ``LogisticRegression`` (the features of
+        the training images in the workers' memory), or an ``SGDClassifier`` wrapped
+        in dask-ml's ``Incremental``, one block of features at a time, ``epochs``
+        passes (for stores whose features do not fit). CNNs ignore it.
     weights : str, optional
         Local weights file of a backbone (see :func:`idigdask.models.backbone`);
         None: random initial weights.
@@ -82,7 +93,13 @@ class TrainOptions:
         short runs of a few hundred steps (see :func:`idigdask.models.smithsonian_cnn`).
         Backbones ignore it.
     fractions : tuple of 3 floats
-        Train, validation and test shares of the specimens.
+        Train, validation and test shares of the specimens (of the images, when
+        splitting by recordset).
+    split_by : {"specimen", "recordset"}
+        What the split keeps together: the images of a specimen
+        (:func:`~idigdask.splits.split_by_specimen`, stratified by label), or whole
+        recordsets, so that the validation and test images come from providers the
+        model never saw (:func:`~idigdask.splits.split_by_recordset`).
     seed : int
         Seed of the split, the order of the images, the augmentation and the initial
         weights (it is the seed of both feeds).
@@ -113,6 +130,7 @@ class TrainOptions:
 
     label: str = setting("train.label")
     model: str = setting("train.model")
+    classifier: str = setting("train.classifier")
     weights: str | None = setting("train.weights")
     epochs: int = setting("train.epochs")
     learning_rate: float | None = setting("train.learning-rate")
@@ -121,6 +139,7 @@ class TrainOptions:
     lr_patience: int = setting("train.lr-patience")
     bn_momentum: float | None = setting("train.bn-momentum")
     fractions: tuple[float, float, float] = setting("train.fractions")
+    split_by: str = setting("train.split-by")
     seed: int = setting("train.seed")
     augment: bool = setting("train.augment")
     resume: bool = setting("train.resume")
@@ -136,7 +155,10 @@ class TrainOptions:
         if not isinstance(self.feed, FeedOptions):
             raise UserError(f"feed must be a FeedOptions, not {type(self.feed).__name__}")
         check(self, {
-            "model": (lambda v: v.lower() in MODELS, f"one of {', '.join(MODELS)}"),
+            "model": (lambda v: v.lower() in MODELS or v.lower() == "baseline",
+                      f"one of {', '.join(MODELS)}, baseline"),
+            "classifier": (lambda v: v in ("logistic", "sgd"), "logistic or sgd"),
+            "split_by": (lambda v: v in SPLIT_BY, " or ".join(SPLIT_BY)),
             "epochs": (lambda v: v >= 1, "at least 1"),
             "learning_rate": (lambda v: v is None or v > 0, "above 0"),
             "input_size": (lambda v: v is None or v >= 1, "at least 1 pixel"),
@@ -215,8 +237,8 @@ def read_model_dir(model_dir: str | os.PathLike) -> dict[str, Any]:
         If the folder is not a model folder.
     """
     folder = Path(model_dir)
-    config_path, model_path = folder / "config.json", folder / "model.keras"
-    if not folder.is_dir() or not config_path.is_file() or not model_path.is_file():
+    config_path = folder / "config.json"
+    if not folder.is_dir() or not config_path.is_file():
         raise UserError(f"{folder}: not a model folder (no config.json and model.keras; "
                         "create one with 'idigdask train')")
     try:
@@ -225,6 +247,11 @@ def read_model_dir(model_dir: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{config_path}: not valid JSON ({exc.msg})") from None
     if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
         raise UserError(f"{config_path}: not an idigdask model configuration")
+    # a CNN's weights are model.keras; the baseline's coefficients baseline.npz
+    model_path = folder / str(config.get("model_file") or "model.keras")
+    if not model_path.is_file():
+        raise UserError(f"{folder}: not a model folder (no {model_path.name}; "
+                        "create one with 'idigdask train')")
     config["model_dir"] = str(folder)
     config["model_path"] = str(model_path)
     return config
@@ -294,15 +321,25 @@ def _coordinate(ds, name: str, default: str = "") -> np.ndarray:
     return np.full(ds.sizes["image"], default, dtype=object).astype(str)
 
 
-def _make_split(ds, keep, codes, classes, seed, fractions) -> pd.DataFrame:
+def _make_split(ds, keep, codes, classes, seed, fractions,
+                split_by: str = "specimen", store: Any = None) -> pd.DataFrame:
     media = _coordinate(ds, "media_uuid")
     if not media.any():
         media = np.arange(ds.sizes["image"]).astype(str)
     records = _coordinate(ds, "record_uuid")
-    split = split_by_specimen(records[keep], codes, fractions, seed=seed, media_uuid=media[keep])
+    recordsets = _coordinate(ds, "recordset")
+    if split_by == "recordset":
+        if not recordsets[keep].any():
+            raise UserError(f"{store if store is not None else 'the store'}: no image has a "
+                            "recordset; --split-by recordset needs a store built from a "
+                            "catalog with recordsets")
+        split = split_by_recordset(recordsets[keep], fractions, seed=seed)
+    else:
+        split = split_by_specimen(records[keep], codes, fractions, seed=seed,
+                                  media_uuid=media[keep])
     return pd.DataFrame({"media_uuid": media[keep], "record_uuid": records[keep],
                          "label": [classes[c] for c in codes], "split": split,
-                         "image_index": keep.astype(np.int64)})
+                         "image_index": keep.astype(np.int64), "recordset": recordsets[keep]})
 
 
 def _check_split(table: pd.DataFrame) -> None:
@@ -409,6 +446,11 @@ def train(store: Any, out: str | os.PathLike = "model",
                          storage_options=storage_options, **overrides)
     # checked before Keras loads, so that a bad option is one line with no TensorFlow log
     options = with_overrides(TrainOptions, options, overrides, nested={"feed": FeedOptions})
+    if options.model.lower() == "baseline":
+        from .baseline import train_baseline
+
+        return train_baseline(store, out, options, client=client,
+                              storage_options=storage_options)
     label, model, seed = options.label, options.model, options.seed
     epochs, patience, lr_patience = options.epochs, options.patience, options.lr_patience
     resume, verbose, augment = options.resume, options.verbose, options.augment
@@ -437,7 +479,8 @@ def train(store: Any, out: str | os.PathLike = "model",
         state = {"epochs_done": 0, "best_val_loss": float("inf"), "best_epoch": 0,
                  "best_val_accuracy": None, "wait": 0, "stopped_early": False}
         history = {}
-        table = _make_split(ds, keep, codes, classes, seed, options.fractions)
+        table = _make_split(ds, keep, codes, classes, seed, options.fractions,
+                            options.split_by, store)
         _check_split(table)
         table.to_parquet(model_dir / "split.parquet", index=False)
     code_of = {c: i for i, c in enumerate(classes)}
@@ -455,6 +498,7 @@ def train(store: Any, out: str | os.PathLike = "model",
         "channel_mean": mean, "channel_std": std, "seed": seed, "batch_size": batch_size,
         "epochs": epochs, "learning_rate": options.learning_rate, "patience": patience,
         "augment": augment, "fractions": list(options.fractions),
+        "split_by": options.split_by,
         # backbones keep their own batch-norm settings (see build_model)
         "bn_momentum": options.bn_momentum if model.lower() == "smithsonian" else None,
         "lr_patience": lr_patience,
@@ -526,7 +570,8 @@ def _callbacks(model_dir: Path, state: dict, history: dict, patience: int, lr_pa
 
 def _clear_model_dir(model_dir: Path) -> None:
     # A fresh run must not resume from, or keep the best weights of, an older one.
-    for name in ("model.keras", "config.json", "history.json", "history.csv", "split.parquet"):
+    for name in ("model.keras", "baseline.npz", "config.json", "history.json", "history.csv",
+                 "split.parquet"):
         (model_dir / name).unlink(missing_ok=True)
     shutil.rmtree(model_dir / "checkpoints", ignore_errors=True)
     (model_dir / "checkpoints").mkdir(parents=True, exist_ok=True)

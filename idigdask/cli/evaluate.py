@@ -21,6 +21,9 @@ def register(sub) -> argparse.ArgumentParser:
                    help="where metrics.json and the plots go (MODEL_DIR/evaluation)")
     p.add_argument("--storage-options", default=None, metavar="JSON",
                    help="fsspec storage options of the store, as JSON")
+    p.add_argument("--compare", action="append", default=None, metavar="MODEL_DIR",
+                   help="another model folder (e.g. 'idigdask train --model baseline') scored "
+                        "beside it in the same report; repeatable")
     # every default is the dask config's (idigdask.yaml): a flag given overrides it
     option = p.add_argument_group("evaluation options (defaults: dask config idigdask.evaluate)")
     option.add_argument("--batch-size", type=int, help="images per inference step (64)")
@@ -39,11 +42,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if wants_cluster(args):
         with cluster_client(args) as client:
             metrics = evaluate(args.model_dir, args.store, overrides, out=args.output,
-                               storage_options=storage_options, client=client)
+                               storage_options=storage_options, compare=args.compare,
+                               client=client)
             return with_cluster(_summary(metrics), client)
     # without a cluster, batches are read ahead in a local thread pool
     return _summary(evaluate(args.model_dir, args.store, overrides, out=args.output,
-                             storage_options=storage_options, client=False))
+                             storage_options=storage_options, compare=args.compare,
+                             client=False))
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -52,5 +57,8 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro"]["f1"],
         "roc_auc": metrics["roc_auc"],
         "confusion_matrix": str(metrics["confusion_matrix"]["matrix"]),
+        "by_recordset": {k: v["accuracy"] for k, v in metrics["by_recordset"].items()},
+        "compared": {k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"],
+                         "roc_auc": v["roc_auc"]} for k, v in metrics.get("compared", {}).items()},
         "plots": metrics["plots"],
     }

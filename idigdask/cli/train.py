@@ -8,13 +8,14 @@ from typing import Any
 from . import add_cluster_options, cluster_client, storage_options_arg, wants_cluster, with_cluster
 
 #: The flags that set a field of TrainOptions or of its FeedOptions, by field name.
-OPTION_FLAGS = ("label", "model", "weights", "epochs", "batch_size", "seed", "input_size",
-                "learning_rate", "patience", "lr_patience", "bn_momentum", "augment",
-                "resume", "verbose")
+OPTION_FLAGS = ("label", "model", "classifier", "weights", "epochs", "batch_size", "seed",
+                "input_size", "learning_rate", "patience", "lr_patience", "bn_momentum",
+                "augment", "split_by", "resume", "verbose")
 
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("train", help="train a CNN on a labelled image store",
+    p = sub.add_parser("train", help="train a CNN (or the classical baseline) on a labelled "
+                       "image store",
                        description=__doc__)
     p.add_argument("store", help="the image store: a folder or fsspec URL")
     p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR",
@@ -26,7 +27,11 @@ def register(sub) -> argparse.ArgumentParser:
                                   "and idigdask.feed)")
     option.add_argument("--label", help="the store's label coordinate (label)")
     option.add_argument("--model",
-                        help="smithsonian, resnet50, mobilenetv3, efficientnetb0 (smithsonian)")
+                        help="smithsonian, resnet50, mobilenetv3, efficientnetb0, or baseline: "
+                             "colour and texture features and a dask-ml classifier (smithsonian)")
+    option.add_argument("--classifier",
+                        help="the baseline's: dask-ml LogisticRegression, or an Incremental "
+                             "SGDClassifier for features that do not fit in memory (logistic)")
     option.add_argument("--weights", metavar="FILE",
                         help="local weights file of a backbone (never downloaded)")
     option.add_argument("--epochs", type=int, help="epochs (10)")
@@ -44,6 +49,9 @@ def register(sub) -> argparse.ArgumentParser:
                         help="batch-norm momentum of the smithsonian network (0.99)")
     option.add_argument("--no-augment", dest="augment", action="store_const", const=False,
                         help="no flips, turns, shifts or colour jitter")
+    option.add_argument("--split-by",
+                        help="keep specimens together, or hold whole recordsets (providers) "
+                             "out of training (specimen)")
     option.add_argument("--resume", action="store_const", const=True,
                         help="continue from the last checkpoint")
     option.add_argument("--quiet", dest="verbose", action="store_const", const=0,

@@ -1,4 +1,4 @@
-"""Specimen splits and class weights."""
+"""Specimen and recordset splits, and class weights."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from idigdask.errors import UserError
-from idigdask.splits import class_weights, split_by_specimen
+from idigdask.splits import class_weights, split_by_recordset, split_by_specimen
 
 
 # --- split --------------------------------------------------------------------------
@@ -27,6 +27,24 @@ def test_split_keeps_specimens_together_and_stratifies():
     assert (again == split).all()
     other = split_by_specimen(records, labels, seed=6, media_uuid=media)
     assert (other != split).any()
+
+
+def test_split_by_recordset_holds_providers_out():
+    sizes = [50, 10, 30, 80, 5, 40, 20, 20, 60, 15]
+    recordsets = np.repeat([f"rs{i}" for i in range(len(sizes))], sizes).astype(object)
+    recordsets[:7] = None                     # images without a recordset: one group
+    split = split_by_recordset(recordsets, seed=3)
+    assert set(split) == {"train", "val", "test"}
+    groups = np.where(recordsets == None, "", recordsets).astype(str)  # noqa: E711
+    for name in set(groups):
+        assert len(set(split[groups == name])) == 1, name
+    assert np.mean(split == "train") == pytest.approx(0.7, abs=0.15)
+    assert (split_by_recordset(recordsets, seed=3) == split).all()
+    # no more recordsets than splits to fill: every split gets one
+    assert sorted(split_by_recordset(["a", "b", "c"])) == ["test", "train", "val"]
+    with pytest.raises(UserError, match="at least 3 recordsets"):
+        split_by_recordset(["a", "a", "b"])
+    assert set(split_by_recordset(["a", "b"], fractions=(0.8, 0.2, 0))) == {"train", "val"}
 
 
 def test_split_rejects_bad_fractions():
