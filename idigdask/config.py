@@ -32,12 +32,24 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", ""}
 
 
-def _register() -> None:
+def _register() -> dict:
     with DEFAULTS_FILE.open(encoding="utf-8") as f:
-        dask.config.update_defaults(yaml.safe_load(f))
+        defaults = yaml.safe_load(f)
+    dask.config.update_defaults(defaults)
+    return defaults
 
 
-_register()
+_DEFAULTS = _register()
+
+
+def _restore_defaults() -> None:
+    """Put the defaults back under whatever the config holds now.
+
+    A ``with dask.config.set({"idigdask.x": ...})`` entered before this module was
+    imported removes, as it exits, the whole ``idigdask`` key it found missing on
+    entry, defaults included.
+    """
+    dask.config.update(dask.config.config, _DEFAULTS, priority="old")
 
 
 def get(key: str) -> Any:
@@ -71,6 +83,11 @@ def get(key: str) -> Any:
     ...
     idigdask.errors.UserError: unknown idigdask setting idigdask.build.colour
     """
+    try:
+        return dask.config.get(f"idigdask.{key}")
+    except KeyError:
+        pass
+    _restore_defaults()
     try:
         return dask.config.get(f"idigdask.{key}")
     except KeyError:

@@ -175,3 +175,16 @@ def test_importing_the_stages_loads_no_keras():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout) == []
+
+
+def test_a_config_block_entered_before_the_first_import_keeps_the_defaults():
+    """``with dask.config.set`` before idigdask.config is imported removes the whole
+    ``idigdask`` key as it exits; the defaults come back on the next lookup."""
+    code = ("import dask\n"
+            "with dask.config.set({'idigdask.build.size': 64}):\n"
+            "    from idigdask.build import BuildOptions\n"
+            "    inside = BuildOptions().size\n"
+            "after = BuildOptions()\n"
+            "print(inside, after.size, after.batch_size, after.fetch.timeout)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["64", "256", "32", "30.0"]
