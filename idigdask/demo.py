@@ -2,8 +2,10 @@
 
 Synthetic herbarium sheets (some with mercury-like stains) go through every stage
 of the real pipeline: a GUODA-schema catalog, labels joined through the specimen
-uuids, a Zarr store built by Dask, the reference CNN trained through the Dask-fed
-feed, and an evaluation on held-out specimens written as a report folder.
+uuids, a Zarr store built by Dask and its data-quality report, the reference CNN
+trained through the Dask-fed feed and the classical baseline on the same split, and
+an evaluation on held-out specimens (overall, per recordset and per source size, the
+baseline beside the CNN) written as a report folder.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ DEFAULTS = {"n": 1200, "epochs": 24, "size": 128, "sheet_size": (500, 750), "see
 #: sheet size.
 TRAIN_OPTIONS = {"batch_size": 32, "learning_rate": 1e-4, "bn_momentum": 0.9, "patience": 6,
                  "lr_patience": 2, "augment": True}
+
+#: The synthetic catalog's rows all come from one recordset: the demo deals them to
+#: this many synthetic herbaria, in blocks of catalog order (as a GUODA dump is
+#: ordered by recordset), so that the report shows its figures per recordset.
+RECORDSETS = 4
 
 
 def _step(say: Callable[[str], None], text: str) -> float:
@@ -84,6 +91,7 @@ def run_demo(
     from .cluster import local_cluster_kwargs
     from .evaluate import evaluate
     from .options import with_overrides
+    from .quality import quality_report
     from .synthetic import make_sheets
     from .train import TrainOptions, train
 
@@ -100,48 +108,100 @@ def run_demo(
 
     with LocalCluster(**local_cluster_kwargs(n_workers)) as cluster, Client(cluster) as client:
         say(f"[demo] Dask dashboard: {client.dashboard_link}")
-        t = _step(say, f"1/5 generating {n} synthetic herbarium sheets "
+        t = _step(say, f"1/7 generating {n} synthetic herbarium sheets "
                        f"({sheet_size[0]}x{sheet_size[1]} px) in {out / 'sheets'}")
         sheets = make_sheets(out / "sheets", n=n, size=sheet_size, stained_fraction=0.5,
                              seed=seed)
         timings["synthesize"] = time.perf_counter() - t
 
-        t = _step(say, "2/5 reading the GUODA-schema catalog and joining the labels")
+        t = _step(say, "2/7 reading the GUODA-schema catalog and joining the labels")
         catalog = read_catalog(str(sheets.catalog))
         catalog = attach_labels(catalog, str(sheets.labels), on="record_uuid", label="stained")
+        catalog = with_recordsets(catalog.compute(), RECORDSETS)
         timings["catalog"] = time.perf_counter() - t
 
         store = out / "sheets.zarr"
-        t = _step(say, f"3/5 building the Zarr store {store} ({size}x{size})")
+        t = _step(say, f"3/7 building the Zarr store {store} ({size}x{size})")
         built = build_dataset_quiet(catalog, store, size=size)
         timings["build"] = time.perf_counter() - t
         say(f"[demo]     {built.images} images stored; ledger {built.counts['status']}")
 
+        report = out / "report"
+        t = _step(say, f"4/7 the data-quality report of the store, in {report / 'quality'}")
+        quality = quality_report(str(store), report / "quality", client=client)
+        timings["quality"] = time.perf_counter() - t
+
         model_dir = out / "model"
-        t = _step(say, f"4/5 training the {model} CNN for up to {epochs} epochs in {model_dir}")
+        t = _step(say, f"5/7 training the {model} CNN for up to {epochs} epochs in {model_dir}")
         train(str(store), str(model_dir), train_options, client=client)
         timings["train"] = time.perf_counter() - t
 
-        report = out / "report"
-        t = _step(say, f"5/5 evaluating on held-out specimens, report in {report}")
-        metrics = evaluate(str(model_dir), str(store), out=str(report))
+        baseline_dir = out / "baseline"
+        t = _step(say, "6/7 training the classical baseline (colour and texture features, "
+                       f"dask-ml logistic regression) on the same split in {baseline_dir}")
+        train(str(store), str(baseline_dir), model="baseline", label="label", seed=seed,
+              client=client)
+        timings["baseline"] = time.perf_counter() - t
+
+        t = _step(say, f"7/7 evaluating both on held-out specimens, report in {report}")
+        metrics = evaluate(str(model_dir), str(store), out=str(report),
+                           compare=[str(baseline_dir)])
         timings["evaluate"] = time.perf_counter() - t
 
     timings["total"] = time.perf_counter() - begin
+    baseline = metrics["compared"]["baseline"]
     summary = {
         "report": str(report),
         "store": str(store),
         "model": str(model_dir),
+        "baseline": str(baseline_dir),
+        "quality": quality["index"],
         "images": built.images,
         "accuracy": metrics.get("accuracy"),
         "roc_auc": metrics.get("roc_auc"),
+        "baseline_accuracy": baseline["accuracy"],
+        "baseline_roc_auc": baseline["roc_auc"],
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
     _write_summary(report, summary, metrics)
-    say(f"[demo] held-out accuracy {summary['accuracy']:.3f}, ROC AUC "
-        f"{summary['roc_auc']:.3f}; done in {timings['total']:.0f} s. "
+    say(f"[demo] held-out accuracy {summary['accuracy']:.3f} (baseline "
+        f"{summary['baseline_accuracy']:.3f}), ROC AUC {_num(summary['roc_auc'])} (baseline "
+        f"{_num(summary['baseline_roc_auc'])}); done in {timings['total']:.0f} s. "
         f"Open {report / 'index.html'}")
     return summary
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def with_recordsets(catalog, count: int):
+    """The catalog with its rows dealt to ``count`` recordsets in blocks of catalog order.
+
+    Parameters
+    ----------
+    catalog : pandas.DataFrame
+        A catalog in the media schema.
+    count : int
+        Recordsets: ``synthetic-herbarium-1`` ... in order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy whose ``recordset`` column names each row's block.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> with_recordsets(pd.DataFrame({"media_uuid": list("abcd")}), 2)["recordset"].tolist()
+    ['synthetic-herbarium-1', 'synthetic-herbarium-1', 'synthetic-herbarium-2', 'synthetic-herbarium-2']
+    """
+    import numpy as np
+
+    out = catalog.reset_index(drop=True).copy()
+    block = np.arange(len(out)) * max(1, int(count)) // max(1, len(out))
+    out["recordset"] = [f"synthetic-herbarium-{b + 1}" for b in block]
+    return out
 
 
 def build_dataset_quiet(catalog, store: Path, *, size: int):
@@ -156,7 +216,9 @@ def build_dataset_quiet(catalog, store: Path, *, size: int):
 
 
 def _write_summary(report: Path, summary: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """A short HTML page and a JSON file pointing at the metrics and plots."""
+    """A short HTML page and a JSON file pointing at the metrics, plots and quality page."""
+    from html import escape
+
     report.mkdir(parents=True, exist_ok=True)
     (report / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     plots = sorted(p.name for p in report.glob("*.png"))
@@ -164,6 +226,24 @@ def _write_summary(report: Path, summary: dict[str, Any], metrics: dict[str, Any
         f"<tr><td>{k}</td><td>{v:.4f}</td></tr>" if isinstance(v, float)
         else f"<tr><td>{k}</td><td>{v}</td></tr>"
         for k, v in metrics.items() if not isinstance(v, (dict, list)))
+    models = {metrics.get("model") or "cnn": {"n": metrics["n"], "accuracy": metrics["accuracy"],
+                                               "macro_f1": metrics["macro"]["f1"],
+                                               "roc_auc": metrics["roc_auc"]},
+              **metrics.get("compared", {})}
+    side = "".join(f"<tr><td>{escape(name)}</td><td>{m['n']}</td>"
+                   f"<td>{_num(m['accuracy'])}</td><td>{_num(m['macro_f1'])}</td>"
+                   f"<td>{_num(m['roc_auc'])}</td></tr>" for name, m in models.items())
+    per_group = ""
+    for key, title in (("by_recordset", "recordset"), ("by_source_size", "source size")):
+        names = list(metrics.get(key, {}))
+        head = "".join(f"<th>{escape(n)}</th>" for n in names)
+        lines = "".join(
+            f"<tr><td>{escape(model)}</td>" + "".join(
+                f"<td>{_num(m.get(key, {}).get(g, {}).get('accuracy'))} "
+                f"(n={m.get(key, {}).get(g, {}).get('n', 0)})</td>" for g in names) + "</tr>"
+            for model, m in {metrics.get("model") or "cnn": metrics,
+                             **metrics.get("compared", {})}.items())
+        per_group += f"<h3>Accuracy per {title}</h3><table><tr><th>model</th>{head}</tr>{lines}</table>"
     figures = "".join(f'<figure><img src="{p}" width="480"><figcaption>{p}</figcaption>'
                       "</figure>" for p in plots)
     times = ", ".join(f"{k} {v} s" for k, v in summary["seconds"].items())
@@ -171,6 +251,12 @@ def _write_summary(report: Path, summary: dict[str, Any], metrics: dict[str, Any
         "<!doctype html><meta charset='utf-8'><title>idigdask demo</title>"
         "<h1>Mercury-stain detection on synthetic herbarium sheets</h1>"
         f"<p>{summary['images']} images in <code>{summary['store']}</code>; model in "
-        f"<code>{summary['model']}</code>. Times: {times}.</p>"
-        f"<h2>Held-out specimens</h2><table>{rows}</table>"
+        f"<code>{summary['model']}</code>, baseline in <code>{summary['baseline']}</code>. "
+        f"Times: {times}.</p>"
+        "<p>The data-quality report of the store: <a href='quality/index.html'>"
+        "quality/index.html</a></p>"
+        "<h2>Held-out specimens: the CNN and the classical baseline</h2>"
+        "<table><tr><th>model</th><th>test images</th><th>accuracy</th><th>macro F1</th>"
+        f"<th>ROC AUC</th></tr>{side}</table>{per_group}"
+        f"<h2>The CNN's metrics</h2><table>{rows}</table>"
         f"<p>All metrics: <a href='metrics.json'>metrics.json</a></p>{figures}\n")

@@ -30,7 +30,19 @@ def test_demo_writes_a_report(tmp_path):
     assert len(list(report.glob("*.png"))) >= 3
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["accuracy"] == summary["accuracy"]
-    assert "[demo] 5/5" in done.stderr
+    assert "[demo] 7/7" in done.stderr
+    # the baseline beside the CNN, on the same test images
+    baseline = metrics["compared"]["baseline"]
+    assert baseline["same_test_images"] and baseline["accuracy"] == summary["baseline_accuracy"]
+    # the metrics per recordset: the demo deals its sheets to four synthetic herbaria
+    assert set(metrics["by_recordset"]) <= {f"synthetic-herbarium-{i}" for i in range(1, 5)}
+    for name in ("compare.png", "by_recordset.png", "by_source_size.png"):
+        assert (report / name).is_file(), name
+    # the data-quality page, linked from the index
+    quality = json.loads((report / "quality" / "quality.json").read_text())
+    assert quality["rows"] == 40 and quality["n_recordsets"] == 4
+    assert (report / "quality" / "index.html").is_file()
+    assert "quality/index.html" in (report / "index.html").read_text()
 
 
 def test_demo_rejects_bad_options(tmp_path):
