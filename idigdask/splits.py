@@ -125,7 +125,7 @@ def split_by_recordset(recordset: Sequence[str], fractions: Sequence[float] = (0
     Examples
     --------
     >>> split = split_by_recordset(["a", "a", "b", "c", "d", "d"], seed=0)
-    >>> sorted(set(split))
+    >>> sorted(set(split.tolist()))
     ['test', 'train', 'val']
     """
     frac = np.asarray(fractions, dtype=float)
