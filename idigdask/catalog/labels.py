@@ -10,6 +10,14 @@ missing and the row is kept (``how="exclude"`` marks it ``no_label`` instead, an
 
 Labels are stored as strings (``"0"``, ``"1"``, ``"stained"``), whatever the table's
 type, so that every partition has the same dtype.
+
+Multi-class labels come from specimen metadata the same way: a records table (a CSV or
+parquet of records, a Darwin Core Archive's core, or the search API's records endpoint,
+see :mod:`idigdask.catalog.records`) joined through ``record_uuids``, with ``label`` a
+Darwin Core field such as ``family``, ``genus`` or ``scientificName``. A label named
+as a Darwin Core term finds its column however the source spells it
+(:func:`label_column`): ``scientificName``, ``scientificname`` (iDigBio's index),
+``dwc:scientificName``, ``data.dwc:scientificName`` or the term's URI.
 """
 
 from __future__ import annotations
@@ -67,6 +75,58 @@ def read_label_table(table, *, storage_options: dict | None = None) -> tuple[pd.
         raise UserError(f"{table}: cannot read the label table ({str(exc).splitlines()[0]})") from None
 
 
+#: Prefixes a source may put before a Darwin Core term's name.
+_TERM_PREFIXES = ("data.", "raw.", "dwc:", "http://rs.tdwg.org/dwc/terms/")
+
+
+def _local_name(column: str) -> str:
+    name = str(column)
+    for prefix in _TERM_PREFIXES:
+        if name.lower().startswith(prefix):
+            name = name[len(prefix):]
+    return name.lower()
+
+
+def label_column(columns, label: str) -> str | None:
+    """The column of a table that holds ``label``, however the source spells the term.
+
+    The column named exactly ``label`` first, then one named so in another case, then
+    ``label`` behind a source's prefix (``data.dwc:family`` for ``dwc:family``), then
+    one whose term is the same whatever the prefixes (``dwc:``, ``data.``, ``raw.``,
+    the Darwin Core URI), in the table's order; None if there is none.
+
+    Examples
+    --------
+    >>> label_column(["uuid", "scientificname", "data.dwc:scientificName"], "scientificName")
+    'scientificname'
+    >>> label_column(["uuid", "family", "data.dwc:family"], "dwc:family")
+    'data.dwc:family'
+    >>> label_column(["id", "dwc:family"], "family")
+    'dwc:family'
+    """
+    columns = [str(c) for c in columns]
+    if label in columns:
+        return label
+    lower = label.lower()
+    for found in ([c for c in columns if c.lower() == lower],
+                  [c for c in columns if c.lower() in ("data." + lower, "raw." + lower)]):
+        if found:
+            return found[0]
+    wanted = _local_name(label)
+    return next((c for c in columns if _local_name(c) == wanted), None)
+
+
+def _records_table(catalog, source: str) -> tuple[pd.DataFrame, str]:
+    """The specimen records of the catalog's record uuids, from the search API."""
+    from .records import records_base_url, search_records
+
+    base = records_base_url(source)
+    uuids = catalog["record_uuids"].explode().dropna()
+    if not isinstance(uuids, pd.Series):
+        uuids = uuids.compute()
+    return search_records(uuids.unique(), base_url=base), f"search API records at {base}"
+
+
 def label_mapping(frame: pd.DataFrame, key: str, label: str, name: str) -> dict:
     """Key -> label (text), or a conflict marker where the table disagrees with itself."""
     for col, what in ((key, "key"), (label, "label")):
@@ -112,7 +172,7 @@ def _apply(frame: pd.DataFrame, mapping: dict, on: str, how: str, columns: list[
     return out[columns]
 
 
-def attach_labels(catalog, table, *, on: str, label: str, how: str = "left",
+def attach_labels(catalog, table, *, on: str = RECORD_UUID, label: str, how: str = "left",
                   table_on: str | None = None, storage_options: dict | None = None):
     """Add a ``label`` column to a catalog from a label table.
 
@@ -124,12 +184,17 @@ def attach_labels(catalog, table, *, on: str, label: str, how: str = "left",
         The label table: a path or fsspec URL (CSV, TSV, JSON lines, parquet, or a
         Darwin Core Archive, zip, tar or folder, whose core is read), or a pandas/Dask
         frame. A specimen records table (a DwC-A core, a records parquet) works as well
-        as a two-column one.
-    on : str
+        as a two-column one. The search API's records endpoint
+        (``https://search.idigbio.org/v2/search/records``, or ``"search:records"``)
+        looks up the records of the catalog's ``record_uuids``
+        (:func:`idigdask.catalog.records.search_records`).
+    on : str, default "record_uuid"
         ``"record_uuid"`` to join the table's specimen ids to each media record's
         ``record_uuids``, or a catalog column such as ``"catalogNumber"``.
     label : str
-        The table's label column, e.g. ``"stained"``.
+        The table's label column, e.g. ``"stained"``, or a Darwin Core field of a
+        records table (``"family"``, ``"genus"``, ``"scientificName"``), found however
+        the table spells it (:func:`label_column`).
     how : {"left", "inner", "exclude"}
         Keep unlabelled rows with a missing label, leave them out, or keep them
         excluded as ``no_label``.
@@ -153,17 +218,31 @@ def attach_labels(catalog, table, *, on: str, label: str, how: str = "left",
     Examples
     --------
     >>> df = attach_labels(df, "stained.csv", on="catalogNumber", label="stained")  # doctest: +SKIP
+    >>> df = attach_labels(df, "records.csv", label="family")                       # doctest: +SKIP
+    >>> df = attach_labels(df, "https://search.idigbio.org/v2/search/records",
+    ...                    label="family")                                          # doctest: +SKIP
     """
     if how not in HOWS:
         raise UserError(f"how must be one of {', '.join(HOWS)}, not {how!r}")
     if on != RECORD_UUID and on not in catalog.columns:
         raise UserError(f"the catalog has no column {on!r} to join labels on; columns: "
                         f"{', '.join(catalog.columns)}")
-    frame, name = read_label_table(table, storage_options=storage_options)
+    from .records import is_records_source
+
+    if is_records_source(table):
+        if on != RECORD_UUID:
+            raise UserError("the search API's records are joined on record_uuid, not "
+                            f"{on!r}")
+        frame, name = _records_table(catalog, table)
+    else:
+        frame, name = read_label_table(table, storage_options=storage_options)
     key = table_on or on
     if table_on is None and on == RECORD_UUID:
         key = next((c for c in RECORD_ID_COLUMNS if c in frame.columns), RECORD_UUID)
-    mapping = label_mapping(frame, key, label, name)
+    if is_records_source(table) and frame.empty:
+        mapping = {}  # the API knows none of the records: every row is unlabelled
+    else:
+        mapping = label_mapping(frame, key, label_column(frame.columns, label) or label, name)
     occurrence = [f for f in S.OCCURRENCE_FIELDS if f in catalog.columns]
     raw = [c for c in catalog.columns if c.startswith(S.RAW_PREFIX)]
     columns = S.catalog_columns(label=True, occurrence=occurrence, raw=raw)
