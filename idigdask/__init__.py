@@ -23,6 +23,7 @@ _API = {
     "sample": "catalog",
     "attach_labels": "catalog",
     "search_media": "catalog",
+    "search_records": "catalog.records",
     "media_url": "catalog",
     "make_sheets": "synthetic",
     "build_dataset": "build",
@@ -90,6 +91,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .build import BuildOptions, build_dataset
     from .fetch import FetchOptions
     from .catalog import attach_labels, media_url, read_catalog, sample, search_media
+    from .catalog.records import search_records
     from .cluster import get_client
     from .demo import run_demo
     from .evaluate import EvaluateOptions, evaluate
