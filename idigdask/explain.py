@@ -274,8 +274,8 @@ def heatmap_regions(heatmap: np.ndarray, geometry: SheetGeometry | None = None, 
     return threshold, regions
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5,
-            cmap: str = "inferno") -> np.ndarray:
+def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.6,
+            cmap: str = "jet") -> np.ndarray:
     """The heatmap blended over the image, ``(h, w, 3)`` uint8.
 
     Where the heatmap is 0 the image shows as it is; the colour's weight grows with

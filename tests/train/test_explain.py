@@ -238,3 +238,25 @@ def test_the_jax_backend_gives_the_same_maps(stain_task, explained, tmp_path):
     tf_maps = xr.open_zarr(explained.heatmaps, consolidated=False)["heatmaps"][:4].values
     # float16 storage: about 1e-3 apart
     assert np.abs(jax_maps - tf_maps.astype(np.float32)).max() < 5e-3
+
+
+def test_options_defaults_are_the_yaml_section():
+    import dataclasses
+
+    import dask
+    import yaml
+
+    from idigdask.config import DEFAULTS_FILE
+    from idigdask.explain import ExplainOptions
+    from idigdask.options import OptionError
+
+    written = yaml.safe_load(DEFAULTS_FILE.read_text())["idigdask"]["explain"]
+    with dask.config.set({"idigdask.explain": written}):
+        options = ExplainOptions()
+    fields = {f.metadata["setting"].split(".", 1)[1]: f.name for f in dataclasses.fields(options)}
+    assert set(fields) == set(written)
+    assert all(getattr(options, name) == written[key] for key, name in fields.items())
+    with dask.config.set({"idigdask.explain.grid": "4"}):  # as an environment variable gives it
+        assert ExplainOptions().grid == 4
+    with pytest.raises(OptionError, match="batch_size"):
+        ExplainOptions(batch_size=0)
