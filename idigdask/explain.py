@@ -152,10 +152,10 @@ class SheetGeometry:
     Examples
     --------
     >>> g = SheetGeometry(2000, 3000, 128, "pad")
-    >>> g.to_sheet(64.0, 64.0)           # the centre of the square is the sheet's
-    (1000.0, 1500.0)
     >>> g.picture()                      # the letterbox's picture: 85 x 128 px
     (21, 0, 106, 128)
+    >>> g.to_sheet(63.5, 64.0)           # the picture's centre is the sheet's
+    (1000.0, 1500.0)
     """
 
     width: int
