@@ -154,8 +154,8 @@ class SheetGeometry:
     >>> g = SheetGeometry(2000, 3000, 128, "pad")
     >>> g.picture()                      # the letterbox's picture: 85 x 128 px
     (21, 0, 106, 128)
-    >>> g.to_sheet(63.5, 64.0)           # the picture's centre is the sheet's
-    (1000.0, 1500.0)
+    >>> [round(v, 6) for v in g.to_sheet(63.5, 64.0)]   # the picture's centre: the sheet's
+    [1000.0, 1500.0]
     """
 
     width: int
