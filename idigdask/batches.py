@@ -20,7 +20,6 @@ augmentation, read-ahead); their defaults are the dask config's ``idigdask.feed`
 
 from __future__ import annotations
 
-import itertools
 import json
 import threading
 from collections import OrderedDict
@@ -253,34 +252,43 @@ class _ChunkCache:
                 _, old = self._data.popitem(last=False)
                 self._bytes -= old.nbytes
 
-    def get_or_load(self, key: tuple, load: Callable[[], np.ndarray]) -> np.ndarray:
-        """The cached chunk, or ``load()`` once however many threads ask for it at once.
-
-        The first batches of a window all need the window's chunks: without this, each
-        of the threads reading ahead would decompress every one of them.
-        """
+    def claim(self, key: tuple) -> tuple[str, Any]:
+        """``("hit", chunk)``; ``("busy", event)`` while another thread loads it; or
+        ``("mine", event)``: the caller loads it and calls :meth:`loaded`."""
         with self._lock:
             value = self._data.get(key)
             if value is not None:
                 self._data.move_to_end(key)
-                return value
+                return "hit", value
             event = self._loading.get(key)
-            owner = event is None
-            if owner:
-                event = self._loading[key] = threading.Event()
-        if not owner:
-            event.wait()
-            value = self.get(key)
-            # evicted already, or the owner's read failed: read it here
-            return value if value is not None else load()
-        try:
-            value = load()
+            if event is not None:
+                return "busy", event
+            event = self._loading[key] = threading.Event()
+            return "mine", event
+
+    def loaded(self, key: tuple, value: np.ndarray | None, event: threading.Event) -> None:
+        """End a claim: cache ``value`` (None: the load failed) and wake the waiters."""
+        if value is not None:
             self.put(key, value)
-            return value
-        finally:
-            with self._lock:
-                self._loading.pop(key, None)
-            event.set()
+        with self._lock:
+            self._loading.pop(key, None)
+        event.set()
+
+    def get_or_load(self, key: tuple, load: Callable[[], np.ndarray]) -> np.ndarray:
+        """The cached chunk, or ``load()`` once however many threads ask for it at once."""
+        while True:
+            state, value = self.claim(key)
+            if state == "hit":
+                return value
+            if state == "busy":
+                value.wait()  # then look again: cached, or the load failed
+                continue
+            block = None
+            try:
+                block = load()
+                return block
+            finally:
+                self.loaded(key, block, value)
 
     def drop(self, stale: Callable[[tuple], bool]) -> None:
         """Forget the entries whose key satisfies ``stale(key)``."""
@@ -290,7 +298,6 @@ class _ChunkCache:
 
 
 _CHUNKS = _ChunkCache(CHUNK_CACHE_BYTES)
-_READ_CALLS = itertools.count()
 
 
 # ---------------------------------------------------------------------------------
@@ -332,22 +339,46 @@ def read_images(source: Any, indices: np.ndarray, chunk_size: int,
     else:
         arr, key0 = source, id(source)
     n = arr.shape[0]
-    out = None
     chunk_ids = indices // chunk_size
-    touched = np.unique(chunk_ids)
-    # each call starts at another of its chunks: the threads reading the first batches
-    # of a window then decompress different chunks at once instead of queueing on one
-    for cid in np.roll(touched, -(next(_READ_CALLS) % max(1, len(touched)))):
-        start, stop = int(cid) * chunk_size, min(int(cid + 1) * chunk_size, n)
-        if isinstance(source, str):
-            block = _CHUNKS.get_or_load((key0, start, stop),
-                                        lambda: np.asarray(arr[start:stop]))  # noqa: B023
-        else:
-            block = np.asarray(arr[start:stop])
+    out = None
+
+    def place(cid: int, block: np.ndarray) -> None:
+        nonlocal out
         if out is None:
             out = np.empty((len(indices),) + block.shape[1:], dtype=block.dtype)
         where = np.nonzero(chunk_ids == cid)[0]
-        out[where] = block[indices[where] - start]
+        out[where] = block[indices[where] - cid * chunk_size]
+
+    remaining = [int(c) for c in np.unique(chunk_ids)]
+    if not isinstance(source, str):
+        for cid in remaining:
+            place(cid, np.asarray(arr[cid * chunk_size:min((cid + 1) * chunk_size, n)]))
+        remaining = []
+    # the threads reading the first batches of a window share its chunks: each takes
+    # one that nobody is loading yet, and waits only when all it lacks are in hand
+    while remaining:
+        busy = None
+        for cid in list(remaining):
+            start, stop = cid * chunk_size, min((cid + 1) * chunk_size, n)
+            key = (key0, start, stop)
+            state, value = _CHUNKS.claim(key)
+            if state == "hit":
+                place(cid, value)
+                remaining.remove(cid)
+            elif state == "busy":
+                busy = busy or value
+            else:
+                block = None
+                try:
+                    block = np.asarray(arr[start:stop])
+                finally:
+                    _CHUNKS.loaded(key, block, value)
+                place(cid, block)
+                remaining.remove(cid)
+                break  # look again: others may have loaded chunks meanwhile
+        else:
+            if busy is not None:
+                busy.wait()
     if out is None:
         out = np.empty((0,) + tuple(arr.shape[1:]), dtype=np.uint8)
     return out
