@@ -404,14 +404,14 @@ def quality_summary(store: str, storage_options: dict | None = None, *,
     step = PARTS_PER_TASK
     groups = [(i, tuple(parts[i:i + step])) for i in range(0, len(parts), step)]
     histograms = [dask.delayed(_part_histogram)(g, storage_options) for g in groups]
-    total = _tree_reduce(summaries, merge_summaries)
-    pixels = _tree_reduce(histograms, _add_histograms) if histograms else None
-    compute = client.compute if client is not None else None
-    if compute is not None:
-        total, pixels = client.gather(client.compute([total, pixels]))
+    targets = [_tree_reduce(summaries, merge_summaries)]
+    if histograms:  # a store with no committed part has no pixel statistics
+        targets.append(_tree_reduce(histograms, _add_histograms))
+    if client is not None:
+        results = client.gather(client.compute(targets))
     else:
-        total, pixels = dask.compute(total, pixels)
-    return _summarize(total, pixels, len(parts))
+        results = dask.compute(*targets)
+    return _summarize(results[0], results[1] if len(results) > 1 else None, len(parts))
 
 
 def _table(counts: pd.DataFrame, reasons: pd.Series, name: str) -> list[dict[str, Any]]:
