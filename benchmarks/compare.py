@@ -63,11 +63,13 @@ OUTPUT_SIZE = 256
 THREADS_PER_PROCESS = 32
 
 #: Targets of the project's issues: (set, tool, minimum of idigdask's images/s ÷ tool's).
+#: (set, tool, minimum ratio of idigdask's images/s to the tool's), read on the whole
+#: process's rate, start-up included (the ceiling: warm, inside its pool)
 TARGETS = (
-    ("full", "img2dataset", 4.0),
+    ("full", "img2dataset", 5.0),
     ("full", "spark", 10.0),
-    ("full", "ceiling", 0.8),
-    ("web", "img2dataset", 1.5),
+    ("full", "ceiling", 0.85),
+    ("web", "img2dataset", 2.0),
 )
 
 
@@ -451,9 +453,9 @@ def target_lines(summary: dict) -> list[str]:
             continue
         wall = ours["images_s"] / theirs["images_s"]
         steady = _ratio(ours.get("steady_s"), theirs.get("steady_s"))
-        verdict = "met" if (steady or wall) >= minimum else "NOT met"
-        lines.append(f"- {set_name}: idigdask ≥ {minimum}x {tool}: {_fmt(steady, 2)}x steady, "
-                     f"{wall:.2f}x wall: **{verdict}** (judged on the steady rate)")
+        verdict = "met" if wall >= minimum else "NOT met"
+        lines.append(f"- {set_name}: idigdask ≥ {minimum}x {tool}: {wall:.2f}x wall, "
+                     f"{_fmt(steady, 2)}x steady: **{verdict}** (judged on the whole process)")
     return lines
 
 
