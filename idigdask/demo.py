@@ -10,6 +10,7 @@ baseline beside the CNN) written as a report folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -90,6 +91,7 @@ def run_demo(
     from .catalog import attach_labels, read_catalog
     from .cluster import local_cluster_kwargs
     from .evaluate import evaluate
+    from .explain import explain
     from .options import with_overrides
     from .quality import quality_report
     from .synthetic import make_sheets
@@ -108,45 +110,68 @@ def run_demo(
 
     with LocalCluster(**local_cluster_kwargs(n_workers)) as cluster, Client(cluster) as client:
         say(f"[demo] Dask dashboard: {client.dashboard_link}")
-        t = _step(say, f"1/7 generating {n} synthetic herbarium sheets "
+        t = _step(say, f"1/9 generating {n} synthetic herbarium sheets "
                        f"({sheet_size[0]}x{sheet_size[1]} px) in {out / 'sheets'}")
         sheets = make_sheets(out / "sheets", n=n, size=sheet_size, stained_fraction=0.5,
                              seed=seed)
         timings["synthesize"] = time.perf_counter() - t
 
-        t = _step(say, "2/7 reading the GUODA-schema catalog and joining the labels")
+        t = _step(say, "2/9 reading the GUODA-schema catalog and joining the labels")
         catalog = read_catalog(str(sheets.catalog))
         catalog = attach_labels(catalog, str(sheets.labels), on="record_uuid", label="stained")
         catalog = with_recordsets(catalog.compute(), RECORDSETS)
         timings["catalog"] = time.perf_counter() - t
 
         store = out / "sheets.zarr"
-        t = _step(say, f"3/7 building the Zarr store {store} ({size}x{size})")
+        t = _step(say, f"3/9 building the Zarr store {store} ({size}x{size})")
         built = build_dataset_quiet(catalog, store, size=size)
         timings["build"] = time.perf_counter() - t
         say(f"[demo]     {built.images} images stored; ledger {built.counts['status']}")
 
         report = out / "report"
-        t = _step(say, f"4/7 the data-quality report of the store, in {report / 'quality'}")
+        t = _step(say, f"4/9 the data-quality report of the store, in {report / 'quality'}")
         quality = quality_report(str(store), report / "quality", client=client)
         timings["quality"] = time.perf_counter() - t
 
         model_dir = out / "model"
-        t = _step(say, f"5/7 training the {model} CNN for up to {epochs} epochs in {model_dir}")
+        t = _step(say, f"5/9 training the {model} CNN for up to {epochs} epochs in {model_dir}")
         train(str(store), str(model_dir), train_options, client=client)
         timings["train"] = time.perf_counter() - t
 
         baseline_dir = out / "baseline"
-        t = _step(say, "6/7 training the classical baseline (colour and texture features, "
+        t = _step(say, "6/9 training the classical baseline (colour and texture features, "
                        f"dask-ml logistic regression) on the same split in {baseline_dir}")
         train(str(store), str(baseline_dir), model="baseline", label="label", seed=seed,
               client=client)
         timings["baseline"] = time.perf_counter() - t
 
-        t = _step(say, f"7/7 evaluating both on held-out specimens, report in {report}")
+        t = _step(say, f"7/9 evaluating both on held-out specimens, report in {report}")
         metrics = evaluate(str(model_dir), str(store), out=str(report),
                            compare=[str(baseline_dir)])
         timings["evaluate"] = time.perf_counter() - t
+
+        maps_dir = out / "stain-maps"
+        t = _step(say, f"8/9 stain maps: where the CNN looks on every sheet, in {maps_dir}")
+        maps = explain(str(model_dir), str(store), out=str(maps_dir),
+                       grid_path=str(report / "stain-maps.png"), client=client)
+        timings["explain"] = time.perf_counter() - t
+
+        # a second task, from specimen metadata: which family a sheet's plant is
+        n_family = max(60, n // 4)
+        t = _step(say, f"9/9 a multi-class task from specimen records: {n_family} sheets of "
+                       "three families (herbs, ferns, club-mosses), labels joined from "
+                       "their records' family")
+        families = make_sheets(out / "families", n=n_family, size=sheet_size,
+                               stained_fraction=0.0, seed=seed, task="family")
+        family_catalog = attach_labels(read_catalog(str(families.catalog)),
+                                       str(families.records), label="family")
+        family_store = out / "families.zarr"
+        build_dataset_quiet(family_catalog, family_store, size=size)
+        family_dir = out / "family-model"
+        train(str(family_store), str(family_dir),
+              dataclasses.replace(train_options, augment=True), client=client)
+        family = evaluate(str(family_dir), str(family_store), out=str(report / "families"))
+        timings["families"] = time.perf_counter() - t
 
     timings["total"] = time.perf_counter() - begin
     baseline = metrics["compared"]["baseline"]
@@ -161,9 +186,15 @@ def run_demo(
         "roc_auc": metrics.get("roc_auc"),
         "baseline_accuracy": baseline["accuracy"],
         "baseline_roc_auc": baseline["roc_auc"],
+        "stain_maps": maps.out,
+        "stain_regions": int(len(maps.regions)),
+        "family_accuracy": family.get("accuracy"),
+        "family_classes": family["confusion_matrix"]["classes"],
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
     _write_summary(report, summary, metrics)
+    say(f"[demo] families: held-out accuracy {_num(summary['family_accuracy'])} over "
+        f"{len(summary['family_classes'] or [])} classes")
     say(f"[demo] held-out accuracy {summary['accuracy']:.3f} (baseline "
         f"{summary['baseline_accuracy']:.3f}), ROC AUC {_num(summary['roc_auc'])} (baseline "
         f"{_num(summary['baseline_roc_auc'])}); done in {timings['total']:.0f} s. "
@@ -255,6 +286,13 @@ def _write_summary(report: Path, summary: dict[str, Any], metrics: dict[str, Any
         f"Times: {times}.</p>"
         "<p>The data-quality report of the store: <a href='quality/index.html'>"
         "quality/index.html</a></p>"
+        "<p>Where the CNN looks (Grad-CAM stain maps of the most confident positives): "
+        "<a href='stain-maps.png'>stain-maps.png</a>; every image's map and regions in "
+        f"<code>{escape(str(summary['stain_maps']))}</code>.</p>"
+        "<p>A second task from specimen metadata, three plant families: held-out accuracy "
+        f"{_num(summary['family_accuracy'])} ({escape(', '.join(summary['family_classes']))}); "
+        "<a href='families/confusion.png'>confusion matrix</a>, "
+        "<a href='families/metrics.json'>metrics</a></p>"
         "<h2>Held-out specimens: the CNN and the classical baseline</h2>"
         "<table><tr><th>model</th><th>test images</th><th>accuracy</th><th>macro F1</th>"
         f"<th>ROC AUC</th></tr>{side}</table>{per_group}"

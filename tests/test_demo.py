@@ -30,7 +30,7 @@ def test_demo_writes_a_report(tmp_path):
     assert len(list(report.glob("*.png"))) >= 3
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["accuracy"] == summary["accuracy"]
-    assert "[demo] 7/7" in done.stderr
+    assert "[demo] 9/9" in done.stderr
     # the baseline beside the CNN, on the same test images
     baseline = metrics["compared"]["baseline"]
     assert baseline["same_test_images"] and baseline["accuracy"] == summary["baseline_accuracy"]
@@ -43,6 +43,12 @@ def test_demo_writes_a_report(tmp_path):
     assert quality["rows"] == 40 and quality["n_recordsets"] == 4
     assert (report / "quality" / "index.html").is_file()
     assert "quality/index.html" in (report / "index.html").read_text()
+    # where the CNN looks, and the three-family task from specimen records
+    assert (report / "stain-maps.png").is_file() or summary["stain_regions"] == 0
+    assert Path(summary["stain_maps"], "regions.parquet").is_file()
+    assert sorted(summary["family_classes"]) == ["Asteraceae", "Dryopteridaceae", "Lycopodiaceae"]
+    assert 0.0 <= summary["family_accuracy"] <= 1.0
+    assert (report / "families" / "confusion.png").is_file()
 
 
 def test_demo_rejects_bad_options(tmp_path):
