@@ -5,7 +5,9 @@ of the real pipeline: a GUODA-schema catalog, labels joined through the specimen
 uuids, a Zarr store built by Dask and its data-quality report, the reference CNN
 trained through the Dask-fed feed and the classical baseline on the same split, and
 an evaluation on held-out specimens (overall, per recordset and per source size, the
-baseline beside the CNN) written as a report folder.
+baseline beside the CNN), Grad-CAM stain maps of where the network looks, and a
+second, three-family task whose labels come from the sheets' specimen records, all
+written as one report folder.
 """
 
 from __future__ import annotations
