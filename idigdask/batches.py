@@ -449,39 +449,49 @@ def augment_images(images: np.ndarray, rng: np.random.Generator,
     numpy.ndarray
         ``float32`` images in 0..255, same shape.
     """
-    out = images.astype(np.float32, copy=True)
-    square = out.shape[1] == out.shape[2]
-    for i in range(out.shape[0]):
-        img = out[i]
+    n, h, w, c = images.shape
+    out = np.empty(images.shape, np.float32)
+    square = h == w
+    # each image is moved into its slot of ``out`` once and then changed in place: the
+    # feed's cost is a few passes over the batch, not a new array for every step
+    for i in range(n):
+        img = images[i]
         if rng.random() < 0.5:
             img = img[:, ::-1]
         if rng.random() < 0.5:
             img = img[::-1]
         if square:
             img = np.rot90(img, k=int(rng.integers(4)))
-        if shift > 0:
-            img = _translate(img, rng, shift)
+        _place(out[i], img, rng, shift)
+        o = out[i]
         factor = 1.0 + rng.uniform(-contrast, contrast)
-        mean = img.mean()
-        img = (img - mean) * factor + mean + rng.uniform(-brightness, brightness) * 255.0
-        out[i] = np.clip(img, 0.0, 255.0)
+        mean = o.mean()
+        # (x - mean) * factor + mean + b, as one multiply and one add
+        offset = mean - factor * mean + rng.uniform(-brightness, brightness) * 255.0
+        np.multiply(o, np.float32(factor), out=o)
+        o += np.float32(offset)
+        np.clip(o, 0.0, 255.0, out=o)
     return out
 
 
-def _translate(img: np.ndarray, rng: np.random.Generator, shift: float) -> np.ndarray:
-    """Move ``(h, w, c)`` pixels by a random whole number of pixels along each axis."""
+def _place(dest: np.ndarray, img: np.ndarray, rng: np.random.Generator, shift: float) -> None:
+    """Write ``(h, w, c)`` pixels into ``dest`` moved by a random whole number of pixels
+    along each axis (at most ``shift`` of the side), the uncovered strips filled."""
     h, w = img.shape[:2]
-    dy = int(rng.integers(-int(shift * h), int(shift * h) + 1))
-    dx = int(rng.integers(-int(shift * w), int(shift * w) + 1))
+    dy = dx = 0
+    if shift > 0:
+        dy = int(rng.integers(-int(shift * h), int(shift * h) + 1))
+        dx = int(rng.integers(-int(shift * w), int(shift * w) + 1))
     if dy == 0 and dx == 0:
-        return img
-    moved = np.empty_like(img)
+        dest[...] = img
+        return
     # the median of a sparse grid of pixels: the paper colour, at a fraction of the cost
-    moved[...] = np.median(img[::4, ::4].reshape(-1, img.shape[-1]), axis=0)
+    fill = np.median(img[::4, ::4].reshape(-1, img.shape[-1]), axis=0)
     src_y, dst_y = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h - max(0, -dy))
     src_x, dst_x = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w - max(0, -dx))
-    moved[dst_y, dst_x] = img[src_y, src_x]
-    return moved
+    dest[:dst_y.start], dest[dst_y.stop:] = fill, fill
+    dest[:, :dst_x.start], dest[:, dst_x.stop:] = fill, fill
+    dest[dst_y, dst_x] = img[src_y, src_x]
 
 
 def load_batch(source: Any, indices: np.ndarray, *, chunk_size: int,
@@ -529,7 +539,9 @@ def epoch_order(indices: np.ndarray, chunk_size: int, *, seed: int = 0, epoch: i
     take neighbouring chunks: the chunks are dealt into the windows like cards, one
     from each run of consecutive chunks, so a window holds chunks from all over the
     store; and a window's images are visited in rounds, one random image of each of
-    its chunks per round, so that a batch draws on as many of them as it can. A store is written in catalog order and a catalog is often ordered by
+    its chunks per round, so that a batch draws on as many of them as it can.
+
+    A store is written in catalog order and a catalog is often ordered by
     provider (a GUODA dump is ordered by recordset), so windows of neighbouring, or
     of few, chunks give batches from one or two institutions; spread windows give
     batches that mix nearly as well as a random permutation (see
