@@ -137,10 +137,12 @@ for epoch, x in enumerate(epochs):
 # The order of an epoch
 # ---------------------
 # With ``shuffle=True`` (the training default) the feed shuffles chunk-aware
-# (:func:`idigdask.batches.epoch_order`): the order of the chunks is shuffled, and
-# images are mixed within windows of ``window_chunks`` chunks, so that a batch reads
-# a few chunks rather than one image from each of many. Each epoch has its own
-# order, a function of the seed and the epoch.
+# (:func:`idigdask.batches.epoch_order`): the chunks are dealt into windows of
+# ``window_chunks`` chunks taken from all over the store, and a window's images are
+# visited in rounds, one image of each of its chunks per round. A batch then mixes
+# images of distant parts of the store (of many providers, in a store written in
+# recordset order) while every chunk is still read in one window only. Each epoch has
+# its own order, a function of the seed and the epoch.
 indices = np.arange(ds.sizes["image"])
 fig, ax = plt.subplots(figsize=(7, 3))
 for epoch, marker in ((0, "o"), (1, "x")):
@@ -151,7 +153,7 @@ ax.set_ylabel("image index (chunks of 32)")
 ax.set_yticks(range(0, 129, 32))
 ax.grid(axis="y")
 ax.legend()
-ax.set_title("Chunk-aware shuffle: windows of 2 chunks, mixed within")
+ax.set_title("Chunk-aware shuffle: windows of 2 chunks dealt from the store")
 fig.tight_layout()
 
 # %%
