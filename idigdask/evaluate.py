@@ -189,7 +189,7 @@ SIZE_BINS = (1000, 2000, 4000)
 
 
 def size_groups(width: np.ndarray, height: np.ndarray) -> np.ndarray:
-    """The source-size group of each image: its longer side in :data:`SIZE_BINS`.
+    """The source-size group of each image, by its longer side (``SIZE_BINS``).
 
     Examples
     --------

@@ -1,13 +1,13 @@
 """Stain maps: where a trained model looks on each sheet (Grad-CAM), on the Dask workers.
 
-For every image of a store, :func:`explain` computes a Grad-CAM heatmap (Selvaraju et
+For every image of a store, :func:`idigdask.explain` computes a Grad-CAM heatmap (Selvaraju et
 al. 2017): the feature map of the model's last convolution, each channel weighted by
 the mean gradient of the explained class's logit over it, summed, kept where positive,
 resized to the image and scaled to a maximum of 1. It runs on the workers with the
 prediction stage's machinery (:mod:`idigdask.predict`: the model's bytes shipped once
 per worker, loaded once per process, one task per group of Zarr chunks), with Keras 3
 and ``keras.ops`` only, so it runs on the TensorFlow and the JAX backends; the one
-step Keras has no backend-agnostic call for, a gradient, is :func:`_gradients`.
+step Keras has no backend-agnostic call for, a gradient, is ``_gradients``.
 
 Each heatmap becomes regions with scikit-image (Otsu's threshold, connected
 components, ``regionprops``) whose area, centroid and bounding box are given in the
@@ -62,7 +62,7 @@ IMAGE_COLUMNS = ("media_uuid", "record_uuid", "image_index", "score", "explained
 
 @dataclass
 class ExplainOptions:
-    """How :func:`explain` maps where a model looks.
+    """How :func:`idigdask.explain` maps where a model looks.
 
     Every default is the dask config's ``idigdask.explain.<field>`` (``idigdask.yaml``;
     ``DASK_IDIGDASK__EXPLAIN__BATCH_SIZE=16``), see :mod:`idigdask.options`.
@@ -112,7 +112,7 @@ class ExplainOptions:
 
 @dataclass(frozen=True)
 class ExplainResult:
-    """What :func:`explain` wrote.
+    """What :func:`idigdask.explain` wrote.
 
     Attributes
     ----------
