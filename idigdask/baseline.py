@@ -107,7 +107,25 @@ def image_features(image: np.ndarray) -> np.ndarray:
 
 
 def features_block(images: np.ndarray) -> np.ndarray:
-    """:func:`image_features` of each image of a block: ``(n, len(FEATURE_NAMES))``."""
+    """:func:`image_features` of each image of a block: ``(n, len(FEATURE_NAMES))``.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``(n, h, w, 3)`` pixels: ``uint8``, or floats in 0..255 (rounded and clipped
+        to ``uint8`` first).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` ``(n, len(FEATURE_NAMES))``, one row per image.
+
+    Examples
+    --------
+    >>> features = features_block(np.full((3, 32, 32, 3), 235, np.uint8))
+    >>> features.shape == (3, len(FEATURE_NAMES)), features.dtype
+    (True, dtype('float32'))
+    """
     images = np.asarray(images)
     if images.dtype != np.uint8:  # network input in 0..255 (predict's normalize=None)
         images = np.clip(np.round(images), 0, 255).astype(np.uint8)
@@ -147,6 +165,15 @@ def store_features(source: Any, indices: Sequence[int], chunk_size: int, *,
     -------
     dask.array.Array
         ``float32`` ``(len(indices), len(FEATURE_NAMES))``, one block per task.
+
+    Examples
+    --------
+    >>> images = np.full((3, 32, 32, 3), 235, np.uint8)
+    >>> features = store_features(images, [0, 1, 2], chunk_size=2, chunks_per_task=1)
+    >>> features.numblocks, features.compute().shape == (3, len(FEATURE_NAMES))
+    ((2, 1), True)
+    >>> store_features("sheets.zarr", range(1000), chunk_size=64)      # doctest: +SKIP
+    dask.array<concatenate, shape=(1000, 44), dtype=float32, chunksize=(256, 44), ...>
     """
     import dask
     import dask.array as da
@@ -320,6 +347,21 @@ def train_baseline(store: Any, out: str | Path, options: Any, *, client: Any = N
     Returns
     -------
     idigdask.train.TrainResult
+        As :func:`idigdask.train` returns it: the model folder, the classes, the
+        chosen epoch's validation loss and accuracy, the images per split.
+
+    Raises
+    ------
+    UserError
+        If ``store`` is not an image store, lacks the label column or has fewer than
+        two classes in it, or the split leaves too few labelled specimens.
+
+    Examples
+    --------
+    >>> from idigdask.train import TrainOptions
+    >>> options = TrainOptions(model="baseline", label="stained")      # doctest: +SKIP
+    >>> result = train_baseline("sheets.zarr", "baseline-model", options)  # doctest: +SKIP
+    >>> idigdask.train("sheets.zarr", "baseline-model", model="baseline")  # doctest: +SKIP
     """
     import dask
 

@@ -332,6 +332,16 @@ def read_images(source: Any, indices: np.ndarray, chunk_size: int,
     of the array's metadata: a store rebuilt at the same path, or extended, is read
     afresh. Pixels rewritten in place without a resize (a Zarr region write) are not
     noticed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> images = np.arange(6 * 2 * 2 * 3, dtype=np.uint8).reshape(6, 2, 2, 3)
+    >>> batch = read_images(images, np.array([4, 0, 5]), chunk_size=2)
+    >>> batch.shape, batch.dtype, batch[:, 0, 0, 0].tolist()
+    ((3, 2, 2, 3), dtype('uint8'), [48, 0, 60])
+    >>> read_images("sheets.zarr", np.arange(32), chunk_size=64).shape  # doctest: +SKIP
+    (32, 256, 256, 3)
     """
     indices = np.asarray(indices, dtype=np.int64)
     if isinstance(source, str):
@@ -404,6 +414,20 @@ def normalize_images(images: np.ndarray, mode: str | None,
     -------
     numpy.ndarray
         ``float32`` array of the same shape.
+
+    Raises
+    ------
+    UserError
+        For ``"store"`` without ``mean`` and ``std``, or an unknown ``mode``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pixels = np.array([[[[10, 51, 255]]]], np.uint8)
+    >>> normalize_images(pixels, "unit")
+    array([[[[0.03921569, 0.2       , 1.        ]]]], dtype=float32)
+    >>> normalize_images(pixels, "store", mean=[10, 11, 15], std=[5, 5, 60])
+    array([[[[0., 8., 4.]]]], dtype=float32)
     """
     x = images.astype(np.float32, copy=True)
     if mode == "store":
@@ -448,6 +472,16 @@ def augment_images(images: np.ndarray, rng: np.random.Generator,
     -------
     numpy.ndarray
         ``float32`` images in 0..255, same shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> images = np.full((2, 8, 8, 3), 128, np.uint8)
+    >>> out = augment_images(images, np.random.default_rng(0))
+    >>> out.shape, out.dtype
+    ((2, 8, 8, 3), dtype('float32'))
+    >>> bool(out.min() >= 0 and out.max() <= 255)
+    True
     """
     n, h, w, c = images.shape
     out = np.empty(images.shape, np.float32)
@@ -520,6 +554,23 @@ def load_batch(source: Any, indices: np.ndarray, *, chunk_size: int,
     -------
     numpy.ndarray
         ``float32`` batch ``(len(indices), size, size, 3)``.
+
+    Raises
+    ------
+    UserError
+        From :func:`normalize_images`: ``"store"`` without statistics, or an unknown
+        mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> images = np.full((6, 2, 2, 3), 51, np.uint8)
+    >>> batch = load_batch(images, np.array([1, 2]), chunk_size=2, normalize="unit")
+    >>> batch.shape, batch.dtype, round(float(batch.max()), 4)
+    ((2, 2, 2, 3), dtype('float32'), 0.2)
+    >>> augmented = load_batch(images, np.array([1, 2]), chunk_size=2, augment_seed=(0, 0, 1))
+    >>> augmented.shape, augmented.dtype
+    ((2, 2, 2, 3), dtype('float32'))
     """
     images = read_images(source, indices, chunk_size, storage_options)
     if augment_seed is not None:

@@ -145,7 +145,33 @@ def _first(values: Any) -> str:
 
 @dataclass
 class BuildResult:
-    """Summary of a build: where the store is, and the ledger's counts."""
+    """Summary of a build: where the store is, and the ledger's counts.
+
+    Attributes
+    ----------
+    store : str
+        The store's location, as given to the build.
+    counts : dict
+        The ledger's counts (:func:`idigdask.store.ledger_counts`): ``rows``,
+        ``status`` and ``reasons``.
+    images : int
+        Images the store holds.
+    seconds : float
+        Wall time of the build.
+    processed : int
+        Catalog rows this build worked on (not those a resumed build had done).
+    cluster : dict
+        Where the build ran (:func:`idigdask.cluster.cluster_summary`); empty if unknown.
+
+    Examples
+    --------
+    >>> result = BuildResult("sheets.zarr", {"rows": 3}, images=2, seconds=4.0, processed=3)
+    >>> result.summary()
+    {'store': 'sheets.zarr', 'images': 2, 'processed_rows': 3, 'seconds': 4.0, \
+'rows_per_s': 0.75, 'rows': 3}
+    >>> idigdask.build_dataset("media.parquet", "sheets.zarr").images  # doctest: +SKIP
+    1000
+    """
 
     store: str
     counts: dict[str, Any]

@@ -126,6 +126,16 @@ class ExplainResult:
         ``grid.png``, or None when no grid was asked for or no image is positive.
     cluster : dict
         Where it ran (:func:`idigdask.cluster.cluster_summary`).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> result = ExplainResult("stain-maps", "stain-maps/heatmaps.zarr",
+    ...                        regions=pd.DataFrame(), images=pd.DataFrame())
+    >>> result
+    ExplainResult(out='stain-maps', heatmaps='stain-maps/heatmaps.zarr', grid=None)
+    >>> result = idigdask.explain("model", "sheets.zarr", out="stain-maps")  # doctest: +SKIP
+    >>> result.images["n_regions"].sum()                                  # doctest: +SKIP
     """
 
     out: str
@@ -305,11 +315,28 @@ def feature_layer(model) -> str:
     layers after it that keep its shape (batch-norm, activation): ``relu2`` of the
     smithsonian network.
 
+    Parameters
+    ----------
+    model : keras.Model
+        A built Keras model.
+
+    Returns
+    -------
+    str
+        The layer's name.
+
     Raises
     ------
     UserError
         If the model has no convolution at its top level (a ``keras.applications``
         backbone is one nested layer: name a layer of your own with ``layer``).
+
+    Examples
+    --------
+    >>> import keras                                                     # doctest: +SKIP
+    >>> model = keras.models.load_model("model/model.keras")             # doctest: +SKIP
+    >>> feature_layer(model)                                              # doctest: +SKIP
+    'relu2'
     """
     layers = list(model.layers)
     convs = [i for i, layer in enumerate(layers) if type(layer).__name__.startswith("Conv")]
@@ -520,6 +547,57 @@ def explain_store_block(store: str, storage_options: dict | None, start: int, st
 
     Writes their heatmaps into ``heatmaps.zarr`` (and overlays), and returns the rows
     of ``images.parquet`` and ``regions.parquet`` for them.
+
+    Parameters
+    ----------
+    store : str
+        The image store's location.
+    storage_options : dict or None
+        fsspec options for ``store``.
+    start, stop : int
+        The images explained, ``images[start:stop]``.
+    model
+        The model as shipped to the workers (the ``ModelFile`` of
+        ``idigdask.predict``); loaded once per worker.
+    out : str
+        The output folder; its ``heatmaps.zarr`` must already exist, of the store's
+        length.
+    out_options : dict or None
+        fsspec options for ``out``.
+    ids : pandas.DataFrame
+        ``media_uuid`` and ``record_uuid`` of images ``start:stop``, in order.
+    sources : numpy.ndarray
+        ``(stop - start, 2)`` source width and height of those images.
+    size : int
+        The store's image size.
+    resize_mode : str
+        How the store resized the sheets (``"pad"``, ``"crop"`` ...).
+    classes : list
+        The model's class names.
+    target : int or None
+        Index of the class explained; None: each image's predicted class.
+    options : ExplainOptions
+        Batch size, layer, ``min_area`` and ``overlays``.
+    normalize, mean, std
+        The model's input normalization (see
+        :func:`idigdask.batches.normalize_images`).
+
+    Returns
+    -------
+    tuple of (pandas.DataFrame, pandas.DataFrame)
+        The image rows (``IMAGE_COLUMNS``, one per image; ``status="failed"``
+        where the map is not finite or its regions could not be found) and the region
+        rows (``REGION_COLUMNS``).
+
+    Examples
+    --------
+    It is a task of :func:`idigdask.explain`, which creates ``heatmaps.zarr`` first:
+
+    >>> images, regions = client.submit(
+    ...     explain_store_block, "sheets.zarr", None, 0, 64, shipped, out="stain-maps",
+    ...     out_options=None, ids=ids, sources=sources, size=256, resize_mode="pad",
+    ...     classes=["0", "1"], target=1, options=ExplainOptions(), normalize="store",
+    ...     mean=mean, std=std).result()                                   # doctest: +SKIP
     """
     import zarr
 
@@ -826,10 +904,38 @@ def heatmap_grid(store: str, heatmaps: str, images: pd.DataFrame, path: str | os
     Positives are images whose explained class has a probability of at least 0.5;
     each is shown with its heatmap over it, its regions' boxes and its score.
 
+    Parameters
+    ----------
+    store : str
+        The image store explained.
+    heatmaps : str
+        Its heatmap store (``heatmaps.zarr`` of :func:`idigdask.explain`).
+    images : pandas.DataFrame
+        The rows of ``images.parquet`` (``status``, ``score``, ``image_index``,
+        ``explained``, ``media_uuid``).
+    path : str or path
+        The PNG to write.
+    n : int
+        How many images the grid shows at most.
+    storage_options : dict, optional
+        fsspec options for ``store`` and a remote ``heatmaps``.
+
     Returns
     -------
     str or None
         ``path``, or None when no image is positive (nothing is written).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> none_positive = pd.DataFrame({"status": ["ok"], "score": [0.2], "image_index": [0]})
+    >>> print(heatmap_grid("sheets.zarr", "stain-maps/heatmaps.zarr", none_positive,
+    ...                    "grid.png"))
+    None
+    >>> images = pd.read_parquet("stain-maps/images.parquet")            # doctest: +SKIP
+    >>> heatmap_grid("sheets.zarr", "stain-maps/heatmaps.zarr", images,
+    ...              "stain-maps/top.png", n=8)                            # doctest: +SKIP
+    'stain-maps/top.png'
     """
     import xarray as xr
     from matplotlib.patches import Rectangle

@@ -226,6 +226,15 @@ class FetchResult:
         ``len(data)``, 0 when failed.
     seconds : float
         Wall time from the first try to the result, pauses included.
+
+    Examples
+    --------
+    >>> result = FetchResult("https://example.org/a.jpg", b"\\xff\\xd8", "ok",
+    ...                      attempts=1, nbytes=2)
+    >>> result.ok, result.reason
+    (True, None)
+    >>> FetchResult("https://example.org/b.jpg", None, "failed", reason="not_found").ok
+    False
     """
 
     uri: str
@@ -773,6 +782,16 @@ async def fetch_many_async(
     -----
     The requests run on fsspec's IO loop; awaited from another loop, this coroutine
     waits for them without blocking its own loop, and its cancellation cancels them.
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> import fsspec
+    >>> fsspec.filesystem("memory").pipe("/fetch-doc/a.jpg", b"\\xff\\xd8\\xff")
+    >>> uris = ["memory://fetch-doc/a.jpg", "memory://fetch-doc/missing.jpg"]
+    >>> results = asyncio.run(fetch_many_async(uris))
+    >>> [(r.status, r.reason, r.nbytes) for r in results]
+    [('ok', None, 3), ('failed', 'not_found', 0)]
     """
     options = options or FetchOptions()
     uris = list(uris)
@@ -839,6 +858,21 @@ def iter_fetch(
     -----
     Fetching starts at the first ``next()``. Closing the iterator early (``break``,
     garbage collection) cancels the requests still running.
+
+    Raises
+    ------
+    UserError
+        As for :func:`fetch_many_async`, when the options cannot work at all.
+    RuntimeError
+        When called from fsspec's IO loop itself.
+
+    Examples
+    --------
+    >>> import fsspec
+    >>> fsspec.filesystem("memory").pipe("/iter-doc/a.jpg", b"\\xff\\xd8\\xff")
+    >>> uris = ["memory://iter-doc/a.jpg", "memory://iter-doc/missing.jpg"]
+    >>> sorted((i, r.status, r.reason) for i, r in iter_fetch(uris))
+    [(0, 'ok', None), (1, 'failed', 'not_found')]
     """
     options = options or FetchOptions()
     uris = list(uris)

@@ -34,7 +34,28 @@ BATCH_COLUMNS = ("media_uuid", "access_uri", "excluded", "hash_function", "hash_
 
 @dataclass
 class Processed:
-    """One image made ready for the store."""
+    """One image made ready for the store.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        ``(size, size, 3)`` uint8, resized as the build options say.
+    sha256 : str
+        Hex SHA-256 of the image's bytes.
+    phash : str
+        Hex perceptual hash of the pixels.
+    source_width, source_height : int
+        The size of the image as decoded, before resizing.
+    warnings : tuple of str
+        What was mended to decode it (empty when nothing).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = Processed(np.zeros((4, 4, 3), np.uint8), "0" * 64, "0" * 16, 640, 480, ())
+    >>> image.pixels.shape, image.source_width, image.warnings
+    ((4, 4, 3), 640, ())
+    """
 
     pixels: np.ndarray          # (size, size, 3) uint8
     sha256: str                 # of the bytes
@@ -70,12 +91,35 @@ def process_bytes(data: bytes, hash_function: str | None, hash_value: str | None
         The record's hash of the file (``ac:hashFunction``, ``ac:hashValue``),
         checked when ``options.verify_hashes``.
     options : BuildOptions
+        ``size``, ``resize_mode``, ``pad_color``, ``max_pixels``, ``max_decode_bytes``
+        and ``verify_hashes`` are used.
+
+    Returns
+    -------
+    Processed
+        The resized pixels, hashes, source size and decoding warnings.
 
     Raises
     ------
     MediaError
         With a reason (``hash_mismatch``, ``not_an_image``, ``corrupt``, ``too_large``,
         ``out_of_memory`` ...): the image cannot be stored.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from idigdask import BuildOptions
+    >>> from idigdask.synthetic import encode_jpeg
+    >>> data = encode_jpeg(np.full((48, 64, 3), 200, np.uint8))
+    >>> image = process_bytes(data, None, None, BuildOptions(size=32))
+    >>> image.pixels.shape, image.pixels.dtype, image.source_width, image.source_height
+    ((32, 32, 3), dtype('uint8'), 64, 48)
+    >>> from idigdask.errors import MediaError
+    >>> try:
+    ...     process_bytes(b"not an image", None, None, BuildOptions(size=32))
+    ... except MediaError as exc:
+    ...     print(exc.reason)
+    not_an_image
     """
     digest = sha256_hex(data)
     if options.verify_hashes and verify_hash(data, hash_function, hash_value) is False:
@@ -104,12 +148,34 @@ def process_batch(rows: pd.DataFrame, options: "BuildOptions") -> BatchResult:
     rows : pandas.DataFrame
         Rows of a normalized catalog (the :data:`BATCH_COLUMNS`).
     options : BuildOptions
+        Size, resizing, hash checks, the schemes fetched (``allow_local``) and the
+        :class:`~idigdask.FetchOptions` in ``options.fetch``.
 
     Returns
     -------
     BatchResult
         ``pixels`` of shape (n_ok, size, size, 3) uint8 and ``ledger`` with one row per
         input row, in input order, ``pixel_index`` pointing into ``pixels`` (or -1).
+
+    Raises
+    ------
+    UserError
+        When the fetch options cannot work at all (see
+        :func:`~idigdask.fetch.fetch_many_async`); a failed image is a ledger row, not
+        an exception.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from idigdask import BuildOptions
+    >>> rows = pd.DataFrame({"media_uuid": ["m1", "m2"],
+    ...                      "access_uri": ["https://example.org/1.jpg", "ftp://example.org/2"],
+    ...                      "excluded": ["no_uri", None]})
+    >>> result = process_batch(rows, BuildOptions(size=32))
+    >>> result.pixels.shape
+    (0, 32, 32, 3)
+    >>> result.ledger[["media_uuid", "status", "reason"]].values.tolist()
+    [['m1', 'excluded', 'no_uri'], ['m2', 'excluded', 'scheme_not_allowed:ftp']]
     """
     n = len(rows)
     out = {

@@ -76,10 +76,35 @@ def _fs(store: str, storage_options: dict | None):
 def ledger_parts(store: str, storage_options: dict | None = None) -> list[str]:
     """The committed ledger parts of a store, oldest first.
 
+    Parameters
+    ----------
+    store : str
+        The store's location (a local path or an fsspec URL).
+    storage_options : dict, optional
+        fsspec options for ``store``.
+
+    Returns
+    -------
+    list of str
+        Paths of the ``ledger/part-*.parquet`` files, in commit order (as the
+        filesystem names them, without its protocol); empty before the first commit.
+
     Raises
     ------
     UserError
         If ``store`` is not an idigdask store.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> from idigdask.store import ImageStore
+    >>> url = os.path.join(tempfile.mkdtemp(), "sheets.zarr")
+    >>> ImageStore(url).create(size=4, chunk_size=2, label_kind=None, attrs={})
+    >>> ledger_parts(url)
+    []
+    >>> ledger_parts("sheets.zarr")[-1]                                   # doctest: +SKIP
+    '/data/sheets.zarr/ledger/part-000001-000003.parquet'
     """
     fs, path = _fs(store, storage_options)
     root = path.rstrip("/")
@@ -280,6 +305,22 @@ def partition_summary(frame: pd.DataFrame) -> dict[str, Any]:
         Counts by status and reason; by host and by recordset, each status and the
         failures' reasons; histograms over fixed bins of the sources' long side and
         aspect, of bytes and of seconds per image; totals; duplicate clusters.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({
+    ...     "status": ["ok", "failed", "duplicate"], "reason": [None, "http_404", "phash"],
+    ...     "recordset": ["rs-1", "rs-1", None],
+    ...     "access_uri": ["https://a.org/1.jpg", "https://b.org/2.jpg", "https://a.org/3.jpg"],
+    ...     "source_width": [2000, 0, 2000], "source_height": [3000, 0, 3000],
+    ...     "nbytes": [500000, 0, 400000], "seconds": [0.5, 0.1, 0.4],
+    ...     "duplicate_of": [None, None, "m1"]})
+    >>> summary = partition_summary(frame)
+    >>> summary["rows"], summary["status_reason"].to_dict()
+    (3, {('duplicate', 'phash'): 1, ('failed', 'http_404'): 1, ('ok', ''): 1})
+    >>> summary["hosts"]["failed"].to_dict()
+    {'a.org': 0, 'b.org': 1}
     """
     frame = frame.copy()
     frame["reason"] = frame["reason"].fillna("").astype(str)

@@ -43,6 +43,13 @@ def plot_history(history: dict[str, Sequence[float]], path: str | os.PathLike) -
     -------
     str
         ``path``.
+
+    Examples
+    --------
+    >>> history = {"loss": [0.9, 0.6, 0.4], "val_loss": [1.0, 0.7, 0.6],
+    ...            "accuracy": [0.6, 0.75, 0.85], "val_accuracy": [0.55, 0.7, 0.78]}
+    >>> plot_history(history, "history.png")                             # doctest: +SKIP
+    'history.png'
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -78,6 +85,13 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[Any], path: str | os.Pa
     -------
     str
         ``path``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> plot_confusion(np.array([[40, 3], [5, 52]]), ["clean", "stained"],
+    ...                "confusion.png")                                  # doctest: +SKIP
+    'confusion.png'
     """
     matrix = np.asarray(matrix)
     k = len(classes)
@@ -114,6 +128,13 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
     -------
     str
         ``path``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> curve = (np.array([0.0, 0.1, 1.0]), np.array([0.0, 0.8, 1.0]), 0.85)
+    >>> plot_roc({"cnn": curve}, "roc.png")                              # doctest: +SKIP
+    'roc.png'
     """
     fig = _figure(4.5, 4.5)
     ax = fig.subplots()
@@ -148,6 +169,14 @@ def plot_image_grid(images: np.ndarray, titles: Sequence[str], path: str | os.Pa
     -------
     str
         ``path``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> images = np.zeros((6, 64, 64, 3), np.uint8)
+    >>> titles = [f"sheet {i}" for i in range(6)]
+    >>> plot_image_grid(images, titles, "grid.png", ncols=3)             # doctest: +SKIP
+    'grid.png'
     """
     n = max(1, len(images))
     ncols = max(1, min(ncols, n))
@@ -187,6 +216,12 @@ def plot_counts(counts: dict[str, int], path: str | os.PathLike, title: str = ""
     -------
     str
         ``path``.
+
+    Examples
+    --------
+    >>> counts = {"ok": 950, "failed: http_404": 30, "failed: timeout": 20}
+    >>> plot_counts(counts, "reasons.png", title="rows by reason")       # doctest: +SKIP
+    'reasons.png'
     """
     items = sorted(counts.items(), key=lambda kv: kv[1])[-30:]
     fig = _figure(8, 1.2 + 0.3 * max(1, len(items)))
@@ -220,6 +255,12 @@ def plot_status_table(rows: Sequence[dict[str, Any]], name: str, path: str | os.
     -------
     str
         ``path``.
+
+    Examples
+    --------
+    >>> rows = [{"host": "example.org", "ok": 90, "failed": 10, "failure_rate": 0.1}]
+    >>> plot_status_table(rows, "host", "hosts.png")                     # doctest: +SKIP
+    'hosts.png'
     """
     rows = list(rows)[::-1]
     fig = _figure(9, 1.2 + 0.32 * max(1, len(rows)))
@@ -255,6 +296,12 @@ def plot_histograms(histograms: dict[str, dict[str, Sequence[float]]],
     -------
     str
         ``path``.
+
+    Examples
+    --------
+    >>> sizes = {"edges": [100, 1000, 10000], "counts": [3, 7]}
+    >>> plot_histograms({"source width (px)": sizes}, "sizes.png")      # doctest: +SKIP
+    'sizes.png'
     """
     fig = _figure(4.5 * max(1, len(histograms)), 3.4)
     axes = np.atleast_1d(fig.subplots(1, max(1, len(histograms))))
@@ -285,6 +332,14 @@ def plot_image_rows(rows: Sequence[Sequence[tuple[np.ndarray | None, str]]],
     -------
     str
         ``path``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.zeros((64, 64, 3), np.uint8)
+    >>> rows = [[(image, "kept"), (image, "duplicate")], [(image, "kept"), (None, "missing")]]
+    >>> plot_image_rows(rows, "duplicates.png")                          # doctest: +SKIP
+    'duplicates.png'
     """
     nrows = max(1, len(rows))
     ncols = max([1, *(len(r) for r in rows)])
@@ -321,6 +376,13 @@ def plot_channels(histogram: np.ndarray, mean: Sequence[float], std: Sequence[fl
     -------
     str
         ``path``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> histogram = np.ones((3, 256))
+    >>> plot_channels(histogram, [127.5] * 3, [73.9] * 3, "channels.png")  # doctest: +SKIP
+    'channels.png'
     """
     histogram = np.asarray(histogram, dtype=float)
     fig = _figure(7, 3.2)
@@ -357,6 +419,13 @@ def plot_groups(groups: dict[str, dict[str, dict[str, Any]]], path: str | os.Pat
     -------
     str
         ``path``.
+
+    Examples
+    --------
+    >>> groups = {"cnn": {"rs-1": {"accuracy": 0.91, "n": 120},
+    ...                   "rs-2": {"accuracy": 0.84, "n": 45}}}
+    >>> plot_groups(groups, "groups.png", "accuracy per recordset")      # doctest: +SKIP
+    'groups.png'
     """
     names = list(dict.fromkeys(g for per_model in groups.values() for g in per_model))
     fig = _figure(max(5.0, 1.2 + 0.9 * len(names) * max(1, len(groups))), 3.6)

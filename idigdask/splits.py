@@ -170,6 +170,13 @@ def class_weights(labels: Sequence[Any]) -> dict[Any, float]:
     dict
         ``{class: n / (k * count(class))}``, keys as they appear in ``labels``
         (as Python scalars).
+
+    Examples
+    --------
+    >>> class_weights([0, 0, 0, 1])
+    {0: 0.6666666666666666, 1: 2.0}
+    >>> class_weights(["a", "b"])
+    {'a': 1.0, 'b': 1.0}
     """
     values, counts = np.unique(np.asarray(labels), return_counts=True)
     total, k = counts.sum(), len(values)

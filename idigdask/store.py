@@ -86,6 +86,27 @@ def row_key(media_uuid: str, access_uri: str, occurrence: int = 1) -> str:
     ``occurrence`` counts the rows with this same uuid and URI so far in catalog
     order: only an exact repeat gets a ``#n`` suffix, so the key of a row changes
     when its own content changes and never when other rows come, go or move.
+
+    Parameters
+    ----------
+    media_uuid : str
+        The row's media uuid.
+    access_uri : str
+        The row's (redacted) access URI; only its SHA-1 digest enters the key.
+    occurrence : int
+        How many rows with this uuid and URI have come so far, this one included.
+
+    Returns
+    -------
+    str
+        ``<media_uuid>@<16 hex digits>``, with ``#<occurrence>`` after the first.
+
+    Examples
+    --------
+    >>> row_key("m1", "https://example.org/1.jpg")
+    'm1@bccb2439bb0afcb1'
+    >>> row_key("m1", "https://example.org/1.jpg", occurrence=2)
+    'm1@bccb2439bb0afcb1#2'
     """
     import hashlib
 
@@ -95,7 +116,31 @@ def row_key(media_uuid: str, access_uri: str, occurrence: int = 1) -> str:
 
 
 def row_keys(media_uuids: Any, access_uris: Any, seen: dict[str, int]) -> list[str]:
-    """Keys of consecutive catalog rows; ``seen`` counts the keys met so far (updated)."""
+    """Keys of consecutive catalog rows; ``seen`` counts the keys met so far (updated).
+
+    Parameters
+    ----------
+    media_uuids, access_uris : iterable of str
+        The rows' media uuids and (redacted) access URIs, in catalog order.
+    seen : dict of str to int
+        How often each :func:`row_key` has been met in earlier rows; updated in place,
+        so that the next call continues the count.
+
+    Returns
+    -------
+    list of str
+        One key per row, as :func:`row_key` makes it.
+
+    Examples
+    --------
+    >>> seen = {}
+    >>> uris = ["https://example.org/1.jpg", "https://example.org/1.jpg",
+    ...         "https://example.org/2.jpg"]
+    >>> row_keys(["m1", "m1", "m2"], uris, seen)
+    ['m1@bccb2439bb0afcb1', 'm1@bccb2439bb0afcb1#2', 'm2@67e7863590c0e5cb']
+    >>> seen
+    {'m1@bccb2439bb0afcb1': 2, 'm2@67e7863590c0e5cb': 1}
+    """
     keys = []
     for uuid, uri in zip(media_uuids, access_uris):
         base = row_key(uuid, uri)
@@ -258,7 +303,31 @@ def _read_parts(store: str, storage_options: dict | None,
 
 
 def ledger_counts(ledger: pd.DataFrame) -> dict[str, Any]:
-    """Counts by status and by ``status: reason``; they add up to ``rows``."""
+    """Counts by status and by ``status: reason``; they add up to ``rows``.
+
+    Parameters
+    ----------
+    ledger : pandas.DataFrame
+        Ledger rows, with ``status`` and ``reason`` columns.
+
+    Returns
+    -------
+    dict
+        ``rows`` (the row count), ``status`` (a count for each of ``ok``, ``failed``,
+        ``duplicate`` and ``excluded``) and ``reasons`` (``"status: reason"``, or the
+        status alone where there is no reason, to its count, sorted).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> ledger = pd.DataFrame({"status": ["ok", "failed", "failed", "excluded"],
+    ...                        "reason": [None, "http_404", "timeout", "no_uri"]})
+    >>> counts = ledger_counts(ledger)
+    >>> counts["rows"], counts["status"]
+    (4, {'ok': 1, 'failed': 2, 'duplicate': 0, 'excluded': 1})
+    >>> counts["reasons"]
+    {'excluded: no_uri': 1, 'failed: http_404': 1, 'failed: timeout': 1, 'ok': 1}
+    """
     by_reason = (
         ledger.assign(key=ledger["status"] + ledger["reason"].fillna("").map(
             lambda r: f": {r}" if r else ""))
@@ -278,6 +347,27 @@ class ImageStore:
     The pixel writes themselves happen on the Dask workers through
     :func:`write_images`; this object, held by the process that drives the build,
     only resizes arrays and writes the small coordinate and ledger data.
+
+    Parameters
+    ----------
+    url : str
+        The store's location (a local path or an fsspec URL).
+    storage_options : dict, optional
+        fsspec options for ``url``.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> store = ImageStore(os.path.join(tempfile.mkdtemp(), "sheets.zarr"))
+    >>> store.state()
+    'absent'
+    >>> store.create(size=4, chunk_size=2, label_kind=None, attrs={})
+    >>> store.state(), store.length()
+    ('store', 0)
+    >>> store.resize(2)
+    >>> store.length()
+    2
     """
 
     url: str
@@ -501,7 +591,37 @@ class ImageStore:
 
 def write_images(store: str, storage_options: dict | None, start: int,
                  pixels: np.ndarray) -> int:
-    """Write ``pixels`` into ``images[start:start+len(pixels)]``; runs on a worker."""
+    """Write ``pixels`` into ``images[start:start+len(pixels)]``; runs on a worker.
+
+    Parameters
+    ----------
+    store : str
+        The store's location.
+    storage_options : dict or None
+        fsspec options for ``store``.
+    start : int
+        The first image row to write.
+    pixels : numpy.ndarray
+        ``(n, size, size, 3)`` uint8; the ``images`` array must already hold
+        ``start + n`` rows (:meth:`ImageStore.resize`).
+
+    Returns
+    -------
+    int
+        The number of images written.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import numpy as np
+    >>> url = os.path.join(tempfile.mkdtemp(), "sheets.zarr")
+    >>> store = ImageStore(url)
+    >>> store.create(size=4, chunk_size=2, label_kind=None, attrs={})
+    >>> store.resize(3)
+    >>> write_images(url, None, 1, np.full((2, 4, 4, 3), 255, np.uint8))
+    2
+    """
     import zarr
 
     # write_empty_chunks: skip zarr's pass comparing every chunk to the fill value;
@@ -545,6 +665,33 @@ def channel_stats(store: str, storage_options: dict | None = None) -> tuple[list
     how the store was built, and no float copy of the pixels is ever made. A build
     gets the same figures without reading the store again: its write tasks reduce
     the pixels they write the same way (see :meth:`ImageStore.pixel_histogram`).
+
+    Parameters
+    ----------
+    store : str
+        The store's location.
+    storage_options : dict, optional
+        fsspec options for ``store``.
+
+    Returns
+    -------
+    tuple of (list of float, list of float)
+        The mean and the standard deviation of each channel, in 0-255 units, rounded
+        to 4 decimals; zeros for an empty store.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import numpy as np
+    >>> url = os.path.join(tempfile.mkdtemp(), "sheets.zarr")
+    >>> store = ImageStore(url)
+    >>> store.create(size=4, chunk_size=2, label_kind=None, attrs={})
+    >>> store.resize(2)
+    >>> write_images(url, None, 0, np.full((2, 4, 4, 3), (10, 20, 30), np.uint8))
+    2
+    >>> channel_stats(url)
+    ([10.0, 20.0, 30.0], [0.0, 0.0, 0.0])
     """
     import dask
     import dask.array as da

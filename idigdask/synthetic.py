@@ -506,7 +506,27 @@ def _add_grain(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
-    """Encode ``(h, w, 3)`` uint8 pixels as baseline JPEG bytes (4:2:0, optimised)."""
+    """Encode ``(h, w, 3)`` uint8 pixels as baseline JPEG bytes (Pillow's defaults, 4:2:0).
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        ``(h, w, 3)`` uint8 RGB pixels.
+    quality : int
+        JPEG quality (1 to 100), as Pillow takes it.
+
+    Returns
+    -------
+    bytes
+        The JPEG file (without Huffman-table optimisation).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = encode_jpeg(np.zeros((8, 8, 3), np.uint8))
+    >>> data[:3], data[-2:]
+    (b'\\xff\\xd8\\xff', b'\\xff\\xd9')
+    """
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=int(quality), optimize=False)
     return buf.getvalue()
@@ -541,6 +561,16 @@ class SyntheticSet:
         ``catalogNumber``, ``family``, ``genus``, ``scientificName``); else None.
     families : tuple of str
         With ``task="family"``: the family of each sheet, in index order; else empty.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> sheets = make_sheets(tempfile.mkdtemp(), n=2, size=(64, 96), seed=0, n_jobs=1)
+    >>> sheets.n, sheets.stained, len(sheets.paths)
+    (2, (1, 0), 2)
+    >>> os.path.basename(sheets.catalog), os.path.basename(sheets.labels), sheets.records
+    ('media.parquet', 'labels.csv', None)
     """
 
     folder: str
@@ -850,6 +880,25 @@ def write_guoda(path: str | os.PathLike, rows: Sequence[dict[str, Any]], *,
     -------
     pathlib.Path
         ``path``.
+
+    Raises
+    ------
+    ValueError
+        When ``columns`` names a column that is not one of :data:`GUODA_COLUMNS`.
+
+    Examples
+    --------
+    >>> import os
+    >>> import tempfile
+    >>> import pyarrow.parquet as pq
+    >>> uri = "https://example.org/1.jpg"
+    >>> path = write_guoda(os.path.join(tempfile.mkdtemp(), "media.parquet"),
+    ...                    [{"uuid": "m1", "accessuri": uri, "data": {"ac:accessURI": uri}}])
+    >>> table = pq.read_table(path)
+    >>> table.num_rows, table.column_names[:3]
+    (1, ['accessuri', 'data', 'datemodified'])
+    >>> table.column("data")[0]["ac:accessURI"].as_py()
+    'https://example.org/1.jpg'
     """
     import pyarrow as pa
     import pyarrow.parquet as pq

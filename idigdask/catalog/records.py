@@ -32,7 +32,28 @@ BATCH = 100
 
 
 def is_records_source(table: Any) -> bool:
-    """Whether a label table names the search API's records endpoint."""
+    """Whether a label table names the search API's records endpoint.
+
+    Parameters
+    ----------
+    table : object
+        A label table as given to :func:`idigdask.attach_labels`: a path, URL, frame...
+
+    Returns
+    -------
+    bool
+        True for ``"search:records"`` or a string URL ending in ``/search/records``
+        (a trailing slash allowed); False for anything else, non-strings included.
+
+    Examples
+    --------
+    >>> is_records_source("search:records")
+    True
+    >>> is_records_source("https://search.idigbio.org/v2/search/records/")
+    True
+    >>> is_records_source("labels.csv"), is_records_source(None)
+    (False, False)
+    """
     return isinstance(table, str) and (
         table == RECORDS_SOURCE or table.rstrip("/").endswith("/search/records"))
 

@@ -31,6 +31,32 @@ def make_record_item(uuid: str, *, family: str | None = None, genus: str | None 
     ``indexTerms`` holds iDigBio's cleaned fields, lowercased as iDigBio indexes them
     (``family``, ``genus``, ``scientificname``); ``data`` the provider's record, with
     the Darwin Core terms as given (``dwc:family``...).
+
+    Parameters
+    ----------
+    uuid : str
+        The record's uuid.
+    family, genus, scientific_name : str, optional
+        Taxon fields; those given appear in ``data`` (``dwc:family``, ``dwc:genus``,
+        ``dwc:scientificName``) as given and in ``indexTerms`` lowercased.
+    data : dict, optional
+        More provider terms, merged into ``data`` (over the taxon fields).
+    recordset : str
+        The ``indexTerms`` recordset uuid.
+
+    Returns
+    -------
+    dict
+        The item: ``uuid``, ``type``, ``etag``, ``version``, ``data``, ``recordIds``
+        and ``indexTerms``.
+
+    Examples
+    --------
+    >>> item = make_record_item("r1", family="Lycopodiaceae")
+    >>> item["indexTerms"]
+    {'uuid': 'r1', 'recordset': 'rs-0', 'family': 'lycopodiaceae'}
+    >>> item["data"]
+    {'dwc:family': 'Lycopodiaceae'}
     """
     raw = {"dwc:family": family, "dwc:genus": genus, "dwc:scientificName": scientific_name}
     index = {"uuid": uuid, "recordset": recordset, "family": family, "genus": genus,
@@ -58,6 +84,15 @@ class RecordsAPIServer(SearchAPIServer):
     ----------
     record_requests : list of dict
         The query parameters of every records request received.
+
+    Examples
+    --------
+    >>> from idigdask.catalog.records import search_records
+    >>> records = [make_record_item("r1", family="Lycopodiaceae")]
+    >>> with RecordsAPIServer(records=records) as api:                  # doctest: +SKIP
+    ...     found = search_records(["r1"], base_url=api.base_url, fields=["uuid", "family"])
+    >>> found["family"].tolist()                                         # doctest: +SKIP
+    ['lycopodiaceae']
     """
 
     def __init__(self, items: Sequence[dict] = (), *, records: Sequence[dict] = (),
