@@ -35,6 +35,7 @@ def test_predict_store_on_workers_loads_the_model_once_each(trained_model, tiny_
                                                           dask_client, tmp_path):
     model_dir, _ = trained_model
     out = tmp_path / "p.parquet"
+    before = _loads(dask_client)  # the session's workers may hold other tests' models
     table = predict(model_dir, tiny_store, out=out, client=dask_client, batch_size=8)
     assert len(table) == 64 and (table["status"] == "ok").all()
     assert list(table["media_uuid"]) == list(open_store(tiny_store)["media_uuid"].values)
@@ -46,7 +47,7 @@ def test_predict_store_on_workers_loads_the_model_once_each(trained_model, tiny_
     # 8 chunk tasks ran on 2 workers, yet each worker loaded the model at most once,
     # and a second call reuses the loaded models.
     loads = _loads(dask_client)
-    assert sum(loads.values()) >= 1 and max(loads.values()) == 1
+    assert sum(loads.values()) >= 1 and max(loads[w] - before.get(w, 0) for w in loads) <= 1
     predict(model_dir, tiny_store, out=None, client=dask_client, chunks_per_task=2)
     assert _loads(dask_client) == loads
 
