@@ -44,12 +44,13 @@ def test_predict_store_on_workers_loads_the_model_once_each(trained_model, tiny_
     np.testing.assert_allclose(scores, _local_scores(model_dir, tiny_store), atol=1e-5)
     assert (table["predicted"].to_numpy() == scores.argmax(1)).all()
     pd.testing.assert_frame_equal(pd.read_parquet(out), table)
-    # 8 chunk tasks ran on 2 workers, yet each worker loaded the model at most once,
-    # and a second call reuses the loaded models.
-    loads = _loads(dask_client)
-    assert sum(loads.values()) >= 1 and max(loads[w] - before.get(w, 0) for w in loads) <= 1
+    # 8 chunk tasks ran on 2 workers, yet each worker loaded the model at most once;
+    # a second call reuses the loaded models (a worker that ran none of the first
+    # call's tasks loads it once then)
     predict(model_dir, tiny_store, out=None, client=dask_client, chunks_per_task=2)
-    assert _loads(dask_client) == loads
+    loads = _loads(dask_client)
+    assert sum(loads.values()) >= 1
+    assert max(loads[w] - before.get(w, 0) for w in loads) <= 1
 
 
 def test_predict_catalog_agrees_with_store(trained_model, tiny_store, dask_client, tmp_path):
