@@ -104,6 +104,12 @@ class Watch:
             try:
                 rss = self.proc.memory_info().rss
             except Exception:  # the process ended
+                rss = 0
+            if not rss:
+                # Exited (a zombie reports no memory): one last count of the rows, with the
+                # last RSS seen, so rows committed just before the exit are not missed.
+                if self.samples:
+                    self.samples.append((time.perf_counter(), self._committed(), self.samples[-1][2]))
                 break
             self.samples.append((time.perf_counter(), self._committed(), rss))
             self._stop.wait(self.interval)
