@@ -119,8 +119,12 @@ class Watch:
         return self
 
     def __exit__(self, *exc) -> None:
+        ended = time.perf_counter()
         self._stop.set()
         self._thread.join()
+        # the rows of the last wave may be committed after the last sample
+        if self.samples and self._committed() > self.samples[-1][1]:
+            self.samples.append((ended, self._committed(), self.samples[-1][2]))
 
     def when(self, rows: int) -> tuple[float, int]:
         """(time, rss) of the first sample with at least ``rows`` committed."""

@@ -98,6 +98,14 @@ _BLOCK_FRAMES = 1 << 16
 _FFT_CHUNK = 512
 #: Length of the frames whose energy :func:`trim_start` measures, seconds.
 _TRIM_FRAME = 0.02
+#: dB above the noise floor under which a frame of a noisy recording is silence, the
+#: loudest such a level may be, and the frames (of _TRIM_FRAME) a pause is smoothed over.
+_FLOOR_MARGIN_DB = 8.0
+_SILENCE_CEILING_DB = -10.0
+_PAUSE_FRAMES = 5
+#: The band of a speaking voice (Hz), and the share of the energy an announcement has in it.
+_VOICE_BAND = (80.0, 1000.0)
+_VOICE_SHARE = 0.5
 #: libsndfile's frame count of a stream whose length it does not know (SF_COUNT_MAX).
 _UNKNOWN_FRAMES = 1 << 62
 #: A float sample beyond this is garbage, not a loud sound; it is clamped so that the
@@ -730,23 +738,28 @@ def trim_start(samples: np.ndarray, rate: int, options: SoundOptions) -> tuple[n
     """Cut the start of a recording as ``options.trim`` says.
 
     The energy of 20 ms frames is measured in dB below the recording's loudest frame;
-    a frame quieter than ``trim_db`` is silence.
+    a frame quieter than ``trim_db`` is silence, and so, in a field recording whose
+    background noise never falls that low, is a frame within 8 dB of the noise floor
+    (the 10th percentile of the frames; never less than 10 dB under the loudest).
+    Pauses are found in the energy smoothed over 100 ms.
 
     ``"silence"``
         Cut the leading silent frames.
     ``"intro"``
         Cut them, then look for a spoken introduction: when a silent stretch of at
         least ``intro_gap`` seconds ends within ``intro_max`` seconds of the first
-        sound and sound follows it, everything up to the end of the first such stretch
-        is cut (archive recordings often open with an announcement, a pause, then the
+        sound, sound follows it, and what precedes it sounds like a voice (at least
+        half its energy in 80-1000 Hz), everything up to the end of that stretch is
+        cut (archive recordings often open with an announcement, a pause, then the
         animal).
     ``"none"``
         Cut nothing.
 
-    The heuristic is energy only: it cannot tell speech from a call, so a call that
-    pauses for ``intro_gap`` early on loses its first phrase, an announcement without
-    such a pause (or with noise through the pause louder than ``trim_db``) is kept, and
-    an announcement with several long pauses is cut at the first.
+    The heuristic is energy and band only, not speech recognition: a low call (many
+    frogs, under 1 kHz) that pauses for ``intro_gap`` early on loses its first phrase,
+    an announcement without such a pause (or with noise through the pause as loud as
+    the voice) is kept, and an announcement with a long pause inside it is cut there,
+    keeping its end.
 
     Parameters
     ----------
@@ -775,19 +788,77 @@ def trim_start(samples: np.ndarray, rate: int, options: SoundOptions) -> tuple[n
     if options.trim == "none" or len(samples) == 0:
         return samples, 0.0
     frame = max(1, round(_TRIM_FRAME * rate))
-    loud = _frame_db(samples, frame) >= options.trim_db
+    db = _frame_db(samples, frame)
+    threshold = _silence_db(db, options.trim_db)
+    loud = db >= threshold
     if not loud.any():
         return samples, 0.0
     first = int(np.argmax(loud))
     start = first
     if options.trim == "intro":
-        start += _intro_frames(loud[first:], frame / rate, options)
+        # pauses are looked for in 100 ms of smoothed energy: a noisy pause has frames
+        # that poke above the threshold, a word has short gaps that do not end it
+        smooth = _smoothed_db(db[first:], _PAUSE_FRAMES) >= threshold
+        pause = _intro_frames(smooth, frame / rate, options)
+        # what precedes the pause is an announcement only if it sounds like a voice
+        if pause and _voiced(samples[first * frame:(first + pause[0]) * frame], rate):
+            # the smoothing blurs the pause's end by half its width: the call starts at
+            # the first frame loud on its own from there
+            after = loud[first:]
+            back = max(pause[0], pause[1] - _PAUSE_FRAMES // 2)
+            onset = np.flatnonzero(after[back:])
+            start += back + int(onset[0]) if onset.size else pause[1]
     cut = min(len(samples), start * frame)
     return samples[cut:], cut / rate
 
 
-def _intro_frames(loud: np.ndarray, frame_seconds: float, options: SoundOptions) -> int:
-    """Frames up to the end of the first long-enough pause followed by sound, 0 when none."""
+def _silence_db(db: np.ndarray, trim_db: float) -> float:
+    """The level (dB below the loudest frame) under which a frame is silence.
+
+    ``trim_db`` in a quiet recording; in a field recording, whose background noise
+    never falls that low, a margin above the noise floor (the 10th percentile of the
+    frames), but never above :data:`_SILENCE_CEILING_DB`, so that a recording loud
+    throughout is not all silence.
+    """
+    finite = db[np.isfinite(db)]
+    if not finite.size:
+        return trim_db
+    floor = float(np.percentile(finite, 10))
+    return min(max(trim_db, floor + _FLOOR_MARGIN_DB), max(trim_db, _SILENCE_CEILING_DB))
+
+
+def _smoothed_db(db: np.ndarray, width: int) -> np.ndarray:
+    """Frame levels averaged (as energy) over ``width`` frames centred on each."""
+    if width <= 1 or len(db) < width:
+        return db
+    energy = np.power(10.0, db / 10)  # -inf -> 0
+    mean = np.convolve(energy, np.full(width, 1.0 / width), mode="same")
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10(mean)
+
+
+def _voiced(samples: np.ndarray, rate: int) -> bool:
+    """Whether most of a stretch's energy lies in the band of a speaking voice.
+
+    A voice's fundamental and first formant put most of its energy under about 1 kHz,
+    while the calls of birds, insects and most frogs lie above it: a short stretch of
+    sound before a pause is an announcement only when its 80-1000 Hz band holds at
+    least half its energy above 80 Hz.
+    """
+    if len(samples) < 2:
+        return False
+    from scipy import fft
+
+    power = np.abs(fft.rfft(samples.astype(np.float32))) ** 2
+    hz = np.fft.rfftfreq(len(samples), 1.0 / rate)
+    audible = power[hz >= _VOICE_BAND[0]].sum()
+    voice = power[(hz >= _VOICE_BAND[0]) & (hz <= _VOICE_BAND[1])].sum()
+    return bool(audible > 0 and voice >= _VOICE_SHARE * audible)
+
+
+def _intro_frames(loud: np.ndarray, frame_seconds: float,
+                  options: SoundOptions) -> tuple[int, int] | None:
+    """The [start, end) frames of the first long-enough pause followed by sound, or None."""
     quiet = np.concatenate([[False], ~loud, [False]]).astype(np.int8)
     edges = np.diff(quiet)
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # runs [start, end)
@@ -796,8 +867,8 @@ def _intro_frames(loud: np.ndarray, frame_seconds: float, options: SoundOptions)
         if end * frame_seconds > options.intro_max + 1e-9:
             break
         if end - start >= gap and end < len(loud):  # followed by sound
-            return int(end)
-    return 0
+            return int(start), int(end)
+    return None
 
 
 def clip_starts(n_samples: int, rate: int, options: SoundOptions) -> np.ndarray:

@@ -30,10 +30,11 @@ import numpy as np
 
 from .errors import UserError
 from .options import check, coerce_fields, setting
-from .store import zarr_storage_options
+from .store import layout_of, zarr_storage_options
 
-__all__ = ["FeedOptions", "NORMALIZE_MODES", "augment_images", "batch_mixing", "epoch_order",
-           "images_array", "load_batch", "normalize_images", "open_store", "read_images", "store_location"]
+__all__ = ["FeedOptions", "NORMALIZE_MODES", "augment_images", "augment_spectrograms",
+           "batch_mixing", "epoch_order", "images_array", "load_batch", "normalize_images",
+           "open_store", "read_images", "store_location"]
 
 #: Bytes of decompressed chunks kept per process, so that the batches of one window
 #: decompress each chunk about once: a window of ``window_chunks`` chunks should fit.
@@ -220,7 +221,7 @@ def images_array(store: str, storage_options: dict | None) -> tuple[Any, tuple]:
             _CHUNKS.drop(lambda k: k[0][0] == key)
         group = zarr.open_group(store, mode="r",
                                 storage_options=zarr_storage_options(store, storage_options or None))
-        arr = group["images"]
+        arr = group[layout_of(group.attrs).array]
         _ARRAYS[key] = (stamp, arr)
     return arr, (key, stamp)
 
@@ -508,6 +509,67 @@ def augment_images(images: np.ndarray, rng: np.random.Generator,
     return out
 
 
+def augment_spectrograms(specs: np.ndarray, rng: np.random.Generator, shift: float = 0.25,
+                         gain: float = 0.1, mask: float = 0.1) -> np.ndarray:
+    """Randomly shift, rescale and mask the spectrograms of sound clips.
+
+    A spectrogram's axes mean frequency and time, so the changes of an image (flips,
+    turns) would change a call into another: a call may begin anywhere in a clip
+    (time shifts, the uncovered frames filled with the clip's quietest level), be
+    louder or fainter (a gain, in the quantized dB), and be partly masked by noise or
+    overlap (one band of mel bins and one stretch of frames set to the clip's mean,
+    as SpecAugment does).
+
+    Parameters
+    ----------
+    specs : numpy.ndarray
+        ``(n, mel, time, 1)`` values in 0..255 (quantized dB).
+    rng : numpy.random.Generator
+        The source of randomness.
+    shift : float
+        Largest time shift, as a fraction of the clip.
+    gain : float
+        Largest level change, as a fraction of 255 (of the dB range).
+    mask : float
+        Largest masked band and stretch, as fractions of the mel bins and frames.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` values in 0..255, same shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> specs = np.full((2, 8, 20, 1), 100, np.uint8)
+    >>> out = augment_spectrograms(specs, np.random.default_rng(0))
+    >>> out.shape, out.dtype, bool(out.min() >= 0 and out.max() <= 255)
+    ((2, 8, 20, 1), dtype('float32'), True)
+    """
+    n, bins, frames = specs.shape[:3]
+    out = np.empty(specs.shape, np.float32)
+    for i in range(n):
+        spec, o = specs[i], out[i]
+        d = int(rng.integers(-int(shift * frames), int(shift * frames) + 1)) if shift > 0 else 0
+        floor = float(spec.min())
+        o[...] = floor
+        if d >= 0:
+            o[:, d:] = spec[:, :frames - d]
+        else:
+            o[:, :d] = spec[:, -d:]
+        o += np.float32(rng.uniform(-gain, gain) * 255.0)
+        if mask > 0:
+            level = o.mean()
+            h = int(rng.integers(0, int(mask * bins) + 1))
+            y = int(rng.integers(0, bins - h + 1))
+            o[y:y + h] = level
+            w = int(rng.integers(0, int(mask * frames) + 1))
+            x = int(rng.integers(0, frames - w + 1))
+            o[:, x:x + w] = level
+        np.clip(o, 0.0, 255.0, out=o)
+    return out
+
+
 def _place(dest: np.ndarray, img: np.ndarray, rng: np.random.Generator, shift: float) -> None:
     """Write ``(h, w, c)`` pixels into ``dest`` moved by a random whole number of pixels
     along each axis (at most ``shift`` of the side), the uncovered strips filled."""
@@ -573,7 +635,11 @@ def load_batch(source: Any, indices: np.ndarray, *, chunk_size: int,
     ((2, 2, 2, 3), dtype('float32'))
     """
     images = read_images(source, indices, chunk_size, storage_options)
-    if augment_seed is not None:
+    if images.ndim == 3:  # spectrograms (clip, mel, time): one channel, and their own changes
+        images = images[..., None]
+        if augment_seed is not None:
+            images = augment_spectrograms(images, np.random.default_rng(list(augment_seed)))
+    elif augment_seed is not None:
         images = augment_images(images, np.random.default_rng(list(augment_seed)))
     return normalize_images(images, normalize, mean, std)
 

@@ -1,4 +1,4 @@
-"""Build an image store from a catalog: the Dask wiring around the per-image core.
+"""Build a store from a catalog: the Dask wiring around the per-record core.
 
 The work is cut into *batches* of catalog rows (one task each, never one task per
 image) and batches into *waves*. A batch task fetches, decodes, resizes and hashes its
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .audio import SoundOptions
 from .decode import MAX_SIZE, MIN_SIZE, RESIZE_MODES
 from .errors import UserError
 from .fetch import FetchOptions
@@ -32,7 +33,7 @@ from .hashing import NearDuplicateIndex, phash_int
 from .options import check, coerce_fields, setting, with_overrides
 from .process import BATCH_COLUMNS, BatchResult, process_batch, text
 from .urls import LOCAL_SCHEMES, REMOTE_SCHEMES, classify_scheme, redact
-from .store import (FORMAT_VERSION, LEDGER_COLUMNS, ImageStore, _read_parts, channel_stats,
+from .store import (FORMAT_VERSION, LEDGER_COLUMNS, MEDIA, ImageStore, _read_parts, channel_stats,
                     ledger_counts, read_ledger, row_keys, stats_of_histogram)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,9 +85,15 @@ class BuildOptions:
         Store duplicates too (they keep their ``duplicate_of``).
     retry_failed : bool
         On an existing store, fetch rows that failed before again.
+    media : {"images", "sounds"}
+        The kind of media built: the catalog's rows of that ``mediatype`` (the others
+        are ``excluded``), turned into images or into the spectrograms of sound clips
+        (``sound`` says how); ``size`` and the resize options are for images only.
     fetch : FetchOptions
         Timeouts, retries, concurrency, byte cap, address policy and storage options
         for the media.
+    sound : SoundOptions
+        Sample rate, clip windows, trimming and log-mel bands of a build of sounds.
 
     Examples
     --------
@@ -95,6 +102,9 @@ class BuildOptions:
     >>> options.size, options.resize_mode
     (128, 'crop')
     >>> result = build_dataset(catalog, "sheets.zarr", options=options)    # doctest: +SKIP
+    >>> calls = BuildOptions(media="sounds", sound={"sample_rate": 32000})
+    >>> calls.media, calls.sound.sample_rate, calls.sound.clip_shape
+    ('sounds', 32000, (64, 401))
     """
 
     size: int = setting("build.size")
@@ -111,12 +121,16 @@ class BuildOptions:
     phash_distance: int = setting("build.phash-distance")
     keep_duplicates: bool = setting("build.keep-duplicates")
     retry_failed: bool = setting("build.retry-failed")
+    media: str = setting("build.media")
     fetch: FetchOptions = field(default_factory=FetchOptions)
+    sound: SoundOptions = field(default_factory=SoundOptions)
 
     def __post_init__(self) -> None:
         coerce_fields(self)
         if isinstance(self.fetch, dict):
             self.fetch = FetchOptions(**self.fetch)
+        if isinstance(self.sound, dict):
+            self.sound = SoundOptions(**self.sound)
         check(self, {
             "resize_mode": (lambda v: v in RESIZE_MODES, f"one of {', '.join(RESIZE_MODES)}"),
             "size": (lambda v: MIN_SIZE <= v <= MAX_SIZE, f"{MIN_SIZE} to {MAX_SIZE} pixels"),
@@ -127,6 +141,7 @@ class BuildOptions:
             "batch_size": (lambda v: v >= 1, "at least 1"),
             "wave_batches": (lambda v: v is None or v >= 1, "at least 1"),
             "phash_distance": (lambda v: v >= -1, "-1 or more"),
+            "media": (lambda v: v in MEDIA, f"one of {', '.join(MEDIA)}"),
         })
 
     def scheme_allowed(self, scheme: str) -> bool:
@@ -162,6 +177,9 @@ class BuildResult:
         Catalog rows this build worked on (not those a resumed build had done).
     cluster : dict
         Where the build ran (:func:`idigdask.cluster.cluster_summary`); empty if unknown.
+    media : str
+        ``images``, or ``sounds``: then ``images`` counts the clips, and the summary
+        calls them ``clips``.
 
     Examples
     --------
@@ -180,10 +198,12 @@ class BuildResult:
     processed: int
     #: where the build ran (:func:`idigdask.cluster.cluster_summary`)
     cluster: dict[str, Any] = field(default_factory=dict)
+    media: str = "images"
 
     def summary(self) -> dict[str, Any]:
         rate = self.processed / self.seconds if self.seconds else 0.0
-        return {"store": redact(self.store), "images": self.images,
+        entries = "clips" if self.media == "sounds" else "images"
+        return {"store": redact(self.store), entries: self.images,
                 "processed_rows": self.processed, "seconds": round(self.seconds, 2),
                 "rows_per_s": round(rate, 2), **self.counts,
                 **({"cluster": self.cluster} if self.cluster else {})}
@@ -197,9 +217,21 @@ class RecomputedBatchError(RuntimeError):
     """A batch done again (its worker was lost) whose images are not those placed."""
 
 
+def _entry_shas(ledger: pd.DataFrame) -> dict[int, str]:
+    """The SHA-256 of the record behind each entry of a batch's pixels (a recording's
+    clips all carry their recording's)."""
+    shas: dict[int, str] = {}
+    samples = ledger["samples"] if "samples" in ledger else pd.Series(1, index=ledger.index)
+    for first, count, sha in zip(ledger["pixel_index"], samples, ledger["sha256"]):
+        if first >= 0:
+            shas.update(dict.fromkeys(range(int(first), int(first) + max(int(count), 1)), sha))
+    return shas
+
+
 def _write_segment(store: str, storage_options: dict | None, start: int,
-                   selection: list[tuple[int, int, str]], *results: BatchResult) -> np.ndarray:
-    """Write the pixels of one chunk-aligned segment; return their (3, 256) histogram.
+                   selection: list[tuple[int, int, str]], *results: BatchResult,
+                   array: str = "images", channels: int = 3) -> np.ndarray:
+    """Write the pixels of one chunk-aligned segment; return their (channels, 256) histogram.
 
     ``selection`` holds (batch, pixel index, sha256) of each image. A batch whose
     worker was lost is computed again, fetching again: its pixels are written only if
@@ -207,7 +239,7 @@ def _write_segment(store: str, storage_options: dict | None, start: int,
     """
     from .store import channel_histograms, write_images
 
-    shas = [dict(zip(r.ledger["pixel_index"], r.ledger["sha256"])) for r in results]
+    shas = [_entry_shas(r.ledger) for r in results]
     wrong = [(b, p) for b, p, sha in selection if shas[b].get(p) != sha]
     if wrong:
         raise RecomputedBatchError(
@@ -215,8 +247,8 @@ def _write_segment(store: str, storage_options: dict | None, start: int,
             "from the first fetch (the server answered differently); the wave is not "
             "committed: run the build again to resume")
     pixels = np.stack([results[b].pixels[p] for b, p, _ in selection])
-    write_images(store, storage_options, start, pixels)
-    return channel_histograms(pixels)
+    write_images(store, storage_options, start, pixels, array)
+    return channel_histograms(pixels, channels)
 
 
 @dataclass
@@ -255,6 +287,9 @@ def place_wave(ledger: pd.DataFrame, batch_of: np.ndarray, n_images: int,
     duplicate row becomes ``duplicate`` unless ``keep_duplicates``; ``dedup`` (None:
     no search) learns the images placed.
 
+    A row whose ``samples`` is more than one (a recording's clips) takes that many
+    consecutive entries, ``image_index`` pointing at the first.
+
     Returns
     -------
     list of (int, int)
@@ -263,6 +298,7 @@ def place_wave(ledger: pd.DataFrame, batch_of: np.ndarray, n_images: int,
     ledger["duplicate_of"] = None
     image_index = np.full(len(ledger), -1, dtype="int64")
     selection: list[tuple[int, int]] = []
+    samples = ledger["samples"].to_numpy() if "samples" in ledger else np.ones(len(ledger), int)
     for i in np.flatnonzero(ledger["status"].to_numpy() == "ok"):
         sha, ph, uuid = ledger.at[i, "sha256"], ledger.at[i, "phash"], ledger.at[i, "media_uuid"]
         found = dedup.find(sha, ph) if dedup is not None else None
@@ -276,7 +312,8 @@ def place_wave(ledger: pd.DataFrame, batch_of: np.ndarray, n_images: int,
         if dedup is not None:
             dedup.add(sha, ph, uuid)
         image_index[i] = n_images + len(selection)
-        selection.append((int(batch_of[i]), int(ledger.at[i, "pixel_index"])))
+        first = int(ledger.at[i, "pixel_index"])
+        selection.extend((int(batch_of[i]), first + j) for j in range(max(int(samples[i]), 1)))
     ledger["image_index"] = image_index
     return selection
 
@@ -327,6 +364,7 @@ class _Builder:
                  label_kind: str | None, run: int, committed: pd.DataFrame, progress,
                  chunk_size: int, n_images: int):
         self.client, self.store, self.options = client, store, options
+        self.layout = store.layout
         # the store's own chunking wins over the options' on a resume
         self.batch_size, self.chunk_size = options.batch_size, chunk_size
         self.label_kind = label_kind
@@ -397,7 +435,8 @@ class _Builder:
             if not wait and not all(w.done() for w in writes):
                 return
             # raises if a write failed: the wave is not committed
-            histogram = sum(self.client.gather(writes), np.zeros((3, 256), "int64"))
+            histogram = sum(self.client.gather(writes),
+                            np.zeros((self.layout.channels, 256), "int64"))
             self.store.sync(*span)
             self.store.write_ledger(ledger, self.run, wave, histogram)
             self.pending.popleft()  # releases the wave's pixels on the workers
@@ -411,7 +450,7 @@ class _Builder:
         part = reconcile(committed, plan)
         if len(part):
             self.store.write_ledger(part[LEDGER_COLUMNS], self.run, self.wave,
-                                    np.zeros((3, 256), "int64"))
+                                    np.zeros((self.layout.channels, 256), "int64"))
             self.wave += 1
         if not self.dedup_enabled or self.keep_duplicates:
             return
@@ -437,7 +476,9 @@ class _Builder:
         start, k = self.n_images, len(selection)
         self.store.resize(start + k)
         ok = ledger["image_index"].to_numpy() >= 0
-        shas = ledger.loc[ok, "sha256"].tolist()  # in store order, as the selection
+        # entries per placed row: one image, or a recording's clips
+        repeat = ledger.loc[ok, "samples"].clip(lower=1).to_numpy()
+        shas = np.repeat(ledger.loc[ok, "sha256"].to_numpy(dtype=object), repeat).tolist()
         writes = []
         for pos, end in chunk_segments(start, k, self.chunk_size):
             # one task per chunk-aligned segment, so no two tasks write one chunk at once;
@@ -450,26 +491,55 @@ class _Builder:
             writes.append(self.client.submit(
                 _write_segment, self.store.url, self.store.storage_options, start + pos,
                 [(remap[b], p, sha) for (b, p), sha in zip(seg, shas[pos:end])],
-                *[futures[b] for b in used],
-                pure=False, priority=10))
+                *[futures[b] for b in used], array=self.layout.array,
+                channels=self.layout.channels, pure=False, priority=10))
         self.last_write = writes[-1]
         chosen = rows.iloc[np.flatnonzero(ok)]
+        placed = ledger.loc[ok]
+        n = len(chosen)
         coords = {
-            "media_uuid": ledger.loc[ok, "media_uuid"].to_numpy(dtype=object),
+            "media_uuid": placed["media_uuid"].to_numpy(dtype=object),
             "record_uuid": np.array([_first(v) for v in chosen["record_uuids"]], dtype=object)
-            if "record_uuids" in chosen else np.array([""] * k, dtype=object),
-            "access_uri": ledger.loc[ok, "access_uri"].to_numpy(dtype=object),
-            "sha256": ledger.loc[ok, "sha256"].to_numpy(dtype=object),
-            "phash": ledger.loc[ok, "phash"].to_numpy(dtype=object),
-            "source_width": ledger.loc[ok, "source_width"].to_numpy(dtype="int64"),
-            "source_height": ledger.loc[ok, "source_height"].to_numpy(dtype="int64"),
+            if "record_uuids" in chosen else np.array([""] * n, dtype=object),
+            "access_uri": placed["access_uri"].to_numpy(dtype=object),
+            "sha256": placed["sha256"].to_numpy(dtype=object),
             "recordset": np.array([text(v) or "" for v in chosen["recordset"]], dtype=object)
-            if "recordset" in chosen else np.array([""] * k, dtype=object),
+            if "recordset" in chosen else np.array([""] * n, dtype=object),
         }
+        if self.layout.media == "sounds":
+            coords["duration"] = placed["duration"].to_numpy(dtype="float64")
+            coords["source_rate"] = placed["source_rate"].to_numpy(dtype="int64")
+        else:
+            for name in ("phash", "source_width", "source_height"):
+                coords[name] = placed[name].to_numpy(dtype=object if name == "phash" else "int64")
         if self.label_kind:
             coords["label"] = _label_values(chosen["label"], self.label_kind)
+        # a recording's values go to each of its clips, with the clip's own offset
+        coords = {name: np.repeat(values, repeat) for name, values in coords.items()}
+        if self.layout.media == "sounds":
+            coords["offset"] = np.concatenate([np.asarray(v, "float64")
+                                               for v in placed["offsets"]])
         self.store.write_coords(start, coords)
         return writes
+
+
+#: Sound options that only bound what is accepted: a resume may change them.
+_SOUND_LIMITS = {"max_duration", "min_duration", "max_channels", "min_rate", "max_rate",
+                 "silence_dbfs"}
+
+
+def _sound_attrs(sound: SoundOptions) -> dict[str, Any]:
+    """The sound options that shape the stored spectrograms (a store's ``sound`` attribute)."""
+    import dataclasses
+
+    return {k: v for k, v in dataclasses.asdict(sound).items() if k not in _SOUND_LIMITS}
+
+
+def _changed_sound(before: dict | None, now: dict) -> str:
+    """The sound options that differ from a store's, as ``name: before -> now``."""
+    before = before or {}
+    return ", ".join(f"{k}: {before.get(k)!r} -> {v!r}" for k, v in now.items()
+                     if before.get(k) != v) or "unknown"
 
 
 def _prepare_location(target: ImageStore) -> None:
@@ -560,14 +630,17 @@ def build_dataset(
     from .cluster import cluster_summary, get_client
 
     started = time.perf_counter()
-    options = with_overrides(BuildOptions, options, overrides, nested={"fetch": FetchOptions})
+    options = with_overrides(BuildOptions, options, overrides,
+                             nested={"fetch": FetchOptions, "sound": SoundOptions})
     # without options of its own, the catalog takes the store's only on the store's
     # protocol: an s3 endpoint_url would break an HTTP catalog
     if catalog_storage_options is None and \
             classify_scheme(str(catalog)) == classify_scheme(str(store)):
         catalog_storage_options = storage_options
+    # the catalog keeps the rows of the media kind built; the others are excluded
+    catalog_options = {"media_type": options.media, **(catalog_options or {})}
     ddf, source, local_catalog = open_catalog(catalog, catalog_storage_options,
-                                              **(catalog_options or {}))
+                                              **catalog_options)
     media = media_storage_options if media_storage_options is not None else storage_options
     if options.fetch.storage_options is None and media is not None:
         options = dataclasses.replace(
@@ -576,25 +649,39 @@ def build_dataset(
         options = dataclasses.replace(options, allow_local=local_catalog)
     size, resize_mode, chunk_size = options.size, options.resize_mode, options.chunk_size
 
-    target = ImageStore(str(store), storage_options)
+    target = ImageStore(str(store), storage_options, media=options.media)
     _prepare_location(target)
     label_kind = _label_kind(ddf)
+    sounds = options.media == "sounds"
+    made = {"sound": _sound_attrs(options.sound)} if sounds else \
+        {"size": size, "resize_mode": resize_mode}
     if target.exists():
         attrs = target.attrs
         if attrs.get("format_version", 1) != FORMAT_VERSION:
             raise UserError(f"{redact(str(store))} was written by an older idigdask (store format "
                             f"{attrs.get('format_version', 1)}, now {FORMAT_VERSION}); it can be "
                             "read, not extended: build into a new store")
-        if attrs.get("size") != size or attrs.get("resize_mode") != resize_mode:
+        if (attrs.get("media") or "images") != options.media:
+            raise UserError(f"{redact(str(store))} is a store of {attrs.get('media') or 'images'}, "
+                            f"not of {options.media}: build into a new store")
+        changed = [k for k, v in made.items() if attrs.get(k) != v]
+        if changed and sounds:
+            raise UserError(f"{redact(str(store))} was built with other sound options "
+                            f"({_changed_sound(attrs.get('sound'), made['sound'])}); build into "
+                            "a new store to change them")
+        if changed:
             raise UserError(f"{redact(str(store))} was built with size {attrs.get('size')} "
                             f"and resize mode {attrs.get('resize_mode')!r}; build into a new "
                             "store to change them")
         chunk_size = int(attrs.get("chunk_size", chunk_size))
         label_kind = label_kind if "label" in target.array_names() else None
     else:
-        target.create(size=size, chunk_size=chunk_size, label_kind=label_kind, attrs={
-            "resize_mode": resize_mode, "pad_color": list(options.pad_color),
-            "catalog_source": source, "idigdask_version": __version__})
+        extra = ({"sound": made["sound"], "clip_shape": list(options.sound.clip_shape)}
+                 if sounds else {"resize_mode": resize_mode, "pad_color": list(options.pad_color)})
+        target.create(size=options.sound.n_mels if sounds else size, chunk_size=chunk_size,
+                      label_kind=label_kind,
+                      sample_shape=options.sound.clip_shape if sounds else None,
+                      attrs={**extra, "catalog_source": source, "idigdask_version": __version__})
     committed, _, n_committed = _read_parts(str(store), storage_options)
     done_status = {"ok", "duplicate"} | (set() if options.retry_failed else {"failed"})
     done_rows = committed[committed["status"].isin(done_status)]
@@ -634,7 +721,7 @@ def build_dataset(
                          "images": builder.n_images, "ledger_rows": counts["rows"]})
     return BuildResult(store=str(store), counts=counts, images=builder.n_images,
                        seconds=time.perf_counter() - started, processed=builder.processed,
-                       cluster=where)
+                       cluster=where, media=options.media)
 
 
 @dataclass

@@ -35,6 +35,7 @@ import pandas as pd
 
 from .errors import UserError
 from .options import check, coerce_fields, setting, with_overrides
+from .store import layout_of
 
 
 @dataclass
@@ -257,14 +258,40 @@ def _test_images(model_dir: Path, ds, classes: list) -> tuple[np.ndarray, np.nda
     test = table[table["split"] == "test"]
     if test.empty:
         raise UserError(f"{model_dir}/split.parquet: the model has no test split")
-    position = pd.Index(np.asarray(ds["media_uuid"].values).astype(object).astype(str))
-    found = position.get_indexer(test["media_uuid"].astype(str))
+    position = pd.Index(_entry_keys(ds["media_uuid"].values,
+                                    ds["offset"].values if "offset" in ds.coords else None))
+    found = position.get_indexer(_entry_keys(test["media_uuid"],
+                                             test["offset"] if "offset" in test else None))
     code_of = {str(c): i for i, c in enumerate(classes)}
     codes = test["label"].astype(str).map(code_of)
     keep = (found >= 0) & codes.notna().to_numpy()
     if not keep.any():
         raise UserError(f"none of the {len(test)} test images of {model_dir} are in the store")
     return found[keep].astype(np.int64), codes[keep].to_numpy(np.int64), int((~keep).sum())
+
+
+def _entry_keys(media: Any, offsets: Any = None) -> np.ndarray:
+    """Keys of a store's entries: an image's media uuid; a clip's, with its offset."""
+    keys = np.asarray(media).astype(object).astype(str)
+    if offsets is None:
+        return keys
+    return np.array([f"{k}@{float(t):.4f}" for k, t in zip(keys, np.asarray(offsets))], object)
+
+
+def _recording_metrics(ds, scored: dict[str, Any], classes: list) -> dict[str, Any]:
+    """Held-out metrics of whole recordings: each scored by the mean of its clips."""
+    from .predict import recording_scores
+
+    media = np.asarray(ds["media_uuid"].values).astype(object).astype(str)[scored["order"]]
+    frame = pd.DataFrame({"media": media, "y": scored["y_true"]})
+    frame["at"] = np.arange(len(frame))
+    frame = frame.sort_values(["media", "at"], kind="stable")
+    starts = np.flatnonzero(np.r_[True, frame["media"].to_numpy()[1:]
+                                  != frame["media"].to_numpy()[:-1]])
+    counts = np.diff(np.r_[starts, len(frame)])
+    scores = scored["scores"][frame["at"].to_numpy()]
+    mean = recording_scores(scores, starts, counts).astype(np.float64)
+    return classification_metrics(frame["y"].to_numpy()[starts], mean, classes)
 
 
 def _score_model(folder: Path, config: dict[str, Any], ds, options: EvaluateOptions,
@@ -275,7 +302,7 @@ def _score_model(folder: Path, config: dict[str, Any], ds, options: EvaluateOpti
     classes = config["classes"]
     indices, y_true, missing = _test_images(folder, ds, classes)
     location = store_location(ds)
-    source = location if location is not None else ds["images"].variable
+    source = location if location is not None else ds[layout_of(ds).array].variable
     chunk_size = int(ds.attrs.get("chunk_size") or 64)
     label_of = dict(zip(indices.tolist(), y_true.tolist()))
     if config.get("model") == "baseline":
@@ -420,6 +447,8 @@ def evaluate(model_dir: str | os.PathLike, store: Any = None,
     metrics["model"] = config.get("model")
     metrics["test_images_missing_from_store"] = scored["missing"]
     metrics.update(_breakdowns(ds, scored, classes))
+    if layout_of(ds).media == "sounds":  # the clips' metrics above; the recordings' here
+        metrics["recordings"] = _recording_metrics(ds, scored, classes)
     report_dir = Path(out) if out is not None else folder / "evaluation"
     report_dir.mkdir(parents=True, exist_ok=True)
 

@@ -34,6 +34,7 @@ from .decode import RESIZE_MODES
 from .errors import UserError
 from .fetch import FetchOptions
 from .options import OptionError, check, coerce_fields, setting, with_overrides
+from .store import layout_of
 
 
 @dataclass
@@ -231,6 +232,8 @@ def score_images(model: ModelFile, images: np.ndarray, *,
     net = worker_model(model)
     if len(images) == 0:
         return np.zeros((0, net.output_shape[-1]), dtype=np.float32)
+    if images.ndim == 3:  # spectrograms: the one channel the feed gave them in training
+        images = images[..., None]
     x = normalize_images(images, normalize, mean, std)
     # predict_on_batch skips the data-adapter set-up that model.predict pays on every
     # call (about 60 ms here): a task scores one or a few chunks, so that set-up dominated
@@ -241,7 +244,7 @@ def score_images(model: ModelFile, images: np.ndarray, *,
 
 def predict_store_block(store: str, storage_options: dict | None, start: int, stop: int,
                         model: ModelFile, **score_kwargs: Any) -> np.ndarray:
-    """Scores of images ``start:stop`` of a store (a whole number of chunks)."""
+    """Scores of images (or clips) ``start:stop`` of a store (a whole number of chunks)."""
     from .batches import images_array
 
     images = np.asarray(images_array(store, storage_options)[0][start:stop])
@@ -258,7 +261,9 @@ def predict_catalog_batch(rows: pd.DataFrame, options: Any, model: ModelFile,
     ledger = result.ledger.reset_index(drop=True)
     full = np.full((len(ledger), scores.shape[1]), np.nan, dtype=np.float32)
     ok = ledger["pixel_index"].to_numpy() >= 0
-    full[ok] = scores[ledger.loc[ok, "pixel_index"].to_numpy()]
+    # a recording's score is the mean of its clips' (an image is one entry)
+    full[ok] = recording_scores(scores, ledger.loc[ok, "pixel_index"].to_numpy(),
+                                ledger.loc[ok, "samples"].clip(lower=1).to_numpy())
     keep = [c for c in ("media_uuid", "access_uri", "status", "reason", "message")
             if c in ledger]
     out = ledger[keep].copy()
@@ -288,6 +293,38 @@ def is_store(source: Any, storage_options: dict | None = None) -> bool:
         return False
 
 
+def recording_scores(scores: np.ndarray, first: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The mean class probabilities of each recording's clips.
+
+    Parameters
+    ----------
+    scores : numpy.ndarray
+        ``(n_clips, k)`` probabilities of the clips, recordings' clips consecutive.
+    first, counts : numpy.ndarray of int
+        Index of each recording's first clip, and its number of clips.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(first), k)`` float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scores = np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8]], np.float32)
+    >>> recording_scores(scores, np.array([0, 2]), np.array([2, 1])).astype(float).round(2).tolist()
+    [[0.8, 0.2], [0.2, 0.8]]
+    """
+    first, counts = np.asarray(first, np.int64), np.asarray(counts, np.int64)
+    if not len(first):
+        return np.zeros((0, scores.shape[1]), np.float32)
+    owner = np.repeat(np.arange(len(first)), counts)
+    rows = np.concatenate([np.arange(f, f + c) for f, c in zip(first, counts)])
+    sums = np.zeros((len(first), scores.shape[1]), np.float64)
+    np.add.at(sums, owner, scores[rows])
+    return (sums / counts[:, None]).astype(np.float32)
+
+
 def _assemble(base: pd.DataFrame, scores: np.ndarray, classes: list) -> pd.DataFrame:
     out = base.reset_index(drop=True).copy()
     ok = out["status"].to_numpy() == "ok"
@@ -310,7 +347,8 @@ def _predict_store(client, config: dict, source: Any, storage_options: dict | No
     location = store_location(ds)
     if location is None:
         raise UserError("predict needs the path or URL of a store, not an in-memory Dataset")
-    n = ds.sizes["image"]
+    kind = layout_of(ds)
+    n = ds.sizes[kind.dim]
     step = int(ds.attrs.get("chunk_size") or 64) * max(1, int(chunks_per_task))
     futures = [client.submit(predict_store_block, location, storage_options, start,
                              min(start + step, n), pure=False, **score_kwargs)
@@ -323,9 +361,28 @@ def _predict_store(client, config: dict, source: Any, storage_options: dict | No
         if name in ds.coords:
             base[name] = _coord(ds, name)
     base["image_index"] = np.arange(n, dtype=np.int64)
+    if kind.media == "sounds":  # one row per recording, from its clips' scores
+        base, scores = _per_recording(base, scores, np.asarray(ds["offset"].values, "float64"))
     base["status"] = "ok"
-    base["reason"] = pd.Series([None] * n, dtype="string")
+    base["reason"] = pd.Series([None] * len(base), dtype="string")
     return _assemble(base, scores, config["classes"])
+
+
+def _per_recording(clips: pd.DataFrame, scores: np.ndarray,
+                   offsets: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Recordings from their consecutive clips: the first clip's index, the clip count,
+    the mean scores, and the offset (seconds) of the clip most sure of the winner."""
+    starts = np.flatnonzero(np.r_[True, clips["media_uuid"].to_numpy()[1:]
+                                  != clips["media_uuid"].to_numpy()[:-1]]) if len(clips) else \
+        np.zeros(0, np.int64)
+    counts = np.diff(np.r_[starts, len(clips)]).astype(np.int64)
+    mean = recording_scores(scores, starts, counts)
+    winner = np.argmax(mean, axis=1) if len(mean) else np.zeros(0, np.int64)
+    peak = [s + int(np.argmax(scores[s:s + c, w])) for s, c, w in zip(starts, counts, winner)]
+    out = clips.iloc[starts].reset_index(drop=True)
+    out["clips"] = counts
+    out["peak_offset"] = offsets[peak] if len(peak) else np.zeros(0)
+    return out, mean
 
 
 def _coord(ds, name: str) -> np.ndarray:
@@ -336,9 +393,13 @@ def _build_options(config: dict, options: PredictOptions, local: bool,
                    storage_options: dict | None) -> BuildOptions:
     """The build options of a catalog's media: the model's size, the call's defaults."""
     build = options.build
-    changes: dict[str, Any] = {
-        "size": int(config["size"]),
-        "resize_mode": options.resize_mode or config.get("resize_mode") or "pad"}
+    if config.get("media") == "sounds":  # the clips the model was trained on
+        changes: dict[str, Any] = {"media": "sounds", "sound": dataclasses.replace(
+            build.sound, **{k: v for k, v in (config.get("sound") or {}).items()
+                            if k in {f.name for f in dataclasses.fields(build.sound)}})}
+    else:
+        changes = {"size": int(config["size"]),
+                   "resize_mode": options.resize_mode or config.get("resize_mode") or "pad"}
     if build.allow_local is None:
         changes["allow_local"] = local
     if build.fetch.storage_options is None and storage_options is not None:
@@ -351,6 +412,7 @@ def _predict_catalog(client, config: dict, source: Any, storage_options: dict | 
                      catalog_options: dict) -> pd.DataFrame:
     from .catalog.read import iter_partitions, open_catalog
 
+    catalog_options = {"media_type": config.get("media") or "images", **catalog_options}
     catalog, _, local = open_catalog(source, storage_options, **catalog_options)
     build = _build_options(config, options, local, storage_options)
     step = options.catalog_batch_size

@@ -1,11 +1,13 @@
-"""The per-image core of a build: bytes to pixels and hashes, and a batch of rows to a
+"""The per-record core of a build: bytes to pixels and hashes, and a batch of rows to a
 ledger. Pure functions, run on the workers; :mod:`idigdask.build` wires them to Dask.
 
 :func:`process_bytes` turns one image's bytes into its pixels, hashes and source size
 (or raises :class:`~idigdask.errors.MediaError` with a reason); :func:`process_batch`
 does it for a batch of catalog rows, fetching them concurrently, and accounts for
 every row: excluded by the catalog, a scheme the build does not fetch, failed with a
-reason, or ``ok``.
+reason, or ``ok``. A build of sounds (``media="sounds"``) turns each recording into
+its clips' spectrograms instead (:func:`idigdask.audio.process_sound_bytes`): the
+same fetch, checks and ledger, a recording giving one or more entries.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from .urls import LOCAL_SCHEMES, REMOTE_SCHEMES, classify_scheme, redact
 if TYPE_CHECKING:  # pragma: no cover
     from .build import BuildOptions
 
-__all__ = ["BATCH_COLUMNS", "BatchResult", "Processed", "process_batch", "process_bytes"]
+__all__ = ["BATCH_COLUMNS", "BatchResult", "Processed", "process_batch", "process_bytes",
+           "process_sound"]
 
 #: The catalog columns :func:`process_batch` reads.
 BATCH_COLUMNS = ("media_uuid", "access_uri", "excluded", "hash_function", "hash_value")
@@ -67,7 +70,12 @@ class Processed:
 
 @dataclass
 class BatchResult:
-    """What one batch task returns: pixels of its ``ok`` rows and a ledger row per row."""
+    """What one batch task returns: pixels of its ``ok`` rows and a ledger row per row.
+
+    A batch of sounds returns the clips' spectrograms as ``pixels``; its ledger rows
+    point at their first clip (``pixel_index``), count them (``samples``) and carry
+    their ``offsets`` (seconds) and the recordings' ``source_rate``.
+    """
 
     pixels: np.ndarray
     ledger: pd.DataFrame
@@ -185,8 +193,11 @@ def process_batch(rows: pd.DataFrame, options: "BuildOptions") -> BatchResult:
         "attempts": [0] * n, "nbytes": [0] * n, "seconds": [0.0] * n,
         "sha256": [""] * n, "phash": [""] * n,
         "source_width": [0] * n, "source_height": [0] * n, "pixel_index": [-1] * n,
-        "warnings": [None] * n,
+        "warnings": [None] * n, "samples": [0] * n, "duration": [float("nan")] * n,
     }
+    sounds = options.media == "sounds"
+    if sounds:
+        out["offsets"], out["source_rate"] = [None] * n, [0] * n
     excluded = rows["excluded"] if "excluded" in rows else pd.Series([None] * n)
     wanted: list[int] = []
     for i, (uri, why) in enumerate(zip(rows["access_uri"], excluded)):
@@ -205,7 +216,8 @@ def process_batch(rows: pd.DataFrame, options: "BuildOptions") -> BatchResult:
 
     # a body's pixels go to its row's slot, not to the next free one: the fetches end
     # in any order, and a batch done again (its worker lost) must give the same layout
-    pixels = np.zeros((len(wanted), options.size, options.size, 3), np.uint8)
+    pixels = np.zeros((0 if sounds else len(wanted), options.size, options.size, 3), np.uint8)
+    clips: list[np.ndarray | None] = [None] * len(wanted)
     ok = np.zeros(len(wanted), bool)
     hash_functions = rows["hash_function"].tolist() if "hash_function" in rows else [None] * n
     hash_values = rows["hash_value"].tolist() if "hash_value" in rows else [None] * n
@@ -220,20 +232,79 @@ def process_batch(rows: pd.DataFrame, options: "BuildOptions") -> BatchResult:
             continue
         started = time.perf_counter()
         try:
-            image = process_bytes(result.data, text(hash_functions[i]), text(hash_values[i]),
-                                  options)
+            if sounds:
+                sound = process_sound(result.data, text(hash_functions[i]),
+                                      text(hash_values[i]), options)
+            else:
+                image = process_bytes(result.data, text(hash_functions[i]),
+                                      text(hash_values[i]), options)
         except MediaError as exc:
             out["status"][i], out["reason"][i], out["message"][i] = \
                 "failed", exc.reason, redact(exc.message)
             continue
         finally:
             out["seconds"][i] = round(out["seconds"][i] + time.perf_counter() - started, 4)
-        pixels[j], ok[j] = image.pixels, True
+        ok[j] = True
         out["status"][i] = "ok"
+        if sounds:
+            clips[j] = sound.spectrograms
+            out["sha256"][i], out["samples"][i] = sound.sha256, len(sound.spectrograms)
+            out["duration"][i] = round(float(sound.duration), 4)
+            out["offsets"][i] = [round(float(t), 4) for t in sound.offsets]
+            out["source_rate"][i] = int(sound.source_rate)
+            out["warnings"][i] = "; ".join(sound.warnings) or None
+            continue
+        pixels[j], out["samples"][i] = image.pixels, 1
         out["sha256"][i], out["phash"][i] = image.sha256, image.phash
         out["source_width"][i], out["source_height"][i] = image.source_width, image.source_height
         out["warnings"][i] = "; ".join(image.warnings) or None
     kept = np.flatnonzero(ok)
-    for rank, j in enumerate(kept):  # the ok rows' pixels, in row order
-        out["pixel_index"][wanted[j]] = rank
+    position = 0
+    for j in kept:  # the ok rows' pixels (a recording's clips), in row order
+        out["pixel_index"][wanted[j]] = position
+        position += out["samples"][wanted[j]]
+    if sounds:
+        shape = options.sound.clip_shape
+        data = np.concatenate([clips[j] for j in kept]) if len(kept) else \
+            np.zeros((0, *shape), np.uint8)
+        return BatchResult(pixels=data, ledger=pd.DataFrame(out))
     return BatchResult(pixels=pixels[kept], ledger=pd.DataFrame(out))
+
+
+def process_sound(data: bytes, hash_function: str | None, hash_value: str | None,
+                  options: "BuildOptions"):
+    """Verify one recording's bytes and turn them into its clips' spectrograms.
+
+    The sound counterpart of :func:`process_bytes`: the record's hash is checked
+    when ``options.verify_hashes``, then :func:`idigdask.audio.process_sound_bytes`
+    decodes, resamples, trims and cuts it as ``options.sound`` says.
+
+    Returns
+    -------
+    idigdask.audio.Clips
+
+    Raises
+    ------
+    MediaError
+        With a reason (``hash_mismatch``, ``not_audio``, ``corrupt``, ``silent``,
+        ``too_long`` ...): the recording cannot be stored.
+
+    Examples
+    --------
+    >>> from idigdask import BuildOptions
+    >>> from idigdask.errors import MediaError
+    >>> try:
+    ...     process_sound(b"<!DOCTYPE html><p>404</p>", None, None, BuildOptions(media="sounds"))
+    ... except MediaError as exc:
+    ...     print(exc.reason)
+    not_audio
+    """
+    from .audio import process_sound_bytes
+
+    if options.verify_hashes and verify_hash(data, hash_function, hash_value) is False:
+        raise MediaError("hash_mismatch", f"{hash_function} of the bytes is not the "
+                                          f"record's {hash_value}")
+    try:
+        return process_sound_bytes(data, options.sound)
+    except MemoryError:
+        raise MediaError("out_of_memory", f"decoding {len(data)} bytes ran out of memory") from None

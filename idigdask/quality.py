@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
-from .store import HISTOGRAM_KEY, LEDGER_COLUMNS, STATUSES, stats_of_histogram
+from .store import HISTOGRAM_KEY, LEDGER_COLUMNS, STATUSES, layout_of, stats_of_histogram
 
 __all__ = ["ledger_dataframe", "ledger_parts", "quality_report", "quality_summary"]
 
@@ -587,7 +587,7 @@ def _cluster_panels(store_ds, location: str | None, rows: pd.DataFrame,
     images = {}
     if wanted and location is not None:
         idx = np.unique(np.asarray(wanted, dtype=np.int64))
-        idx = idx[idx < store_ds.sizes["image"]]
+        idx = idx[idx < store_ds.sizes[layout_of(store_ds).dim]]
         if len(idx):
             chunk = int(store_ds.attrs.get("chunk_size") or 64)
             images = dict(zip(idx.tolist(), read_images(location, idx, chunk, storage_options)))
@@ -600,7 +600,7 @@ def _label_samples(ds, location: str | None, storage_options: dict | None,
     from .batches import read_images
     from .splits import missing_labels
 
-    if location is None or "label" not in ds.coords or ds.sizes["image"] == 0:
+    if location is None or "label" not in ds.coords or ds.sizes[layout_of(ds).dim] == 0:
         return np.zeros((0, 1, 1, 3), np.uint8), []
     labels = np.asarray(ds["label"].values)
     labels = labels.astype(object) if labels.dtype.kind not in "iuf" else labels
@@ -611,7 +611,7 @@ def _label_samples(ds, location: str | None, storage_options: dict | None,
         where = np.flatnonzero(known & (labels.astype(str) == value))
         pick = np.sort(rng.choice(where, min(SAMPLES_PER_LABEL, len(where)), replace=False))
         chosen += pick.tolist()
-        titles += [f"label {value}\nimage {i}" for i in pick]
+        titles += [f"label {value}\n{layout_of(ds).dim} {i}" for i in pick]
     if not chosen:
         return np.zeros((0, 1, 1, 3), np.uint8), []
     chunk = int(ds.attrs.get("chunk_size") or 64)
@@ -678,7 +678,7 @@ def quality_report(store: str, out: str | os.PathLike = "quality", *,
     panels = _cluster_panels(ds, location, rows, shown, storage_options)
     samples, titles = _label_samples(ds, location, storage_options)
     summary["store"] = str(store)
-    summary["images"] = int(ds.sizes["image"])
+    summary["images"] = int(ds.sizes[layout_of(ds).dim])
     summary["attrs"] = {k: ds.attrs.get(k) for k in ("size", "resize_mode", "chunk_size",
                                                        "catalog_source", "created",
                                                        "channel_mean", "channel_std")}

@@ -157,7 +157,7 @@ def plot_image_grid(images: np.ndarray, titles: Sequence[str], path: str | os.Pa
     Parameters
     ----------
     images : numpy.ndarray
-        ``uint8`` images ``(n, h, w, 3)``.
+        ``uint8`` images ``(n, h, w, 3)``, or spectrograms ``(n, mel, time)``.
     titles : sequence of str
         One title per image.
     path : str or path
@@ -186,7 +186,10 @@ def plot_image_grid(images: np.ndarray, titles: Sequence[str], path: str | os.Pa
     for ax in axes:
         ax.axis("off")
     for ax, image, title in zip(axes, images, titles):
-        ax.imshow(image)
+        if image.ndim == 2:  # a spectrogram (mel, time): low frequencies at the bottom
+            ax.imshow(image, origin="lower", aspect="auto", cmap="magma")
+        else:
+            ax.imshow(image)
         ax.set_title(title, fontsize=8)
     return _save(fig, path)
 

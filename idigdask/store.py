@@ -2,7 +2,7 @@
 
 Layout of a store (a folder or any fsspec URL such as ``s3://bucket/sheets.zarr``)::
 
-    zarr.json            group; attributes say how the store was made
+    zarr.json            group; attributes say how the store was made (``media``)
     images/              uint8 (image, y, x, channel), chunked along image, zstd
     media_uuid/ ...      1-D coordinates along image (provenance of every image)
     ledger/zarr.json     an empty sub-group that marks the ledger's folder
@@ -22,6 +22,12 @@ part is renamed into place.
 Each part also carries, in its parquet metadata, the per-channel histogram of the
 pixels its wave wrote, so the channel statistics of a store are the sum over its
 committed parts and an incremental build never re-reads the images already stored.
+
+A store of sound recordings (``media: sounds``, see :data:`LAYOUTS`) is laid out the
+same way, with ``spectrograms/`` uint8 (clip, mel, time) in place of ``images/``: a
+recording gives one or more clips, its ledger row pointing at the first
+(``image_index``) and counting them (``samples``), and each clip keeps its media
+uuid and its ``offset`` in seconds as coordinates along ``clip``.
 """
 
 from __future__ import annotations
@@ -51,15 +57,106 @@ COORDS: dict[str, tuple[Any, Any]] = {
     "recordset": (str, ""),
 }
 
+#: Coordinates along ``clip`` of a store of sounds: ``offset`` is where the clip starts
+#: in its recording (seconds), ``duration`` the recording's length, ``source_rate`` its
+#: sample rate before resampling.
+SOUND_COORDS: dict[str, tuple[Any, Any]] = {
+    "media_uuid": (str, ""),
+    "record_uuid": (str, ""),
+    "access_uri": (str, ""),
+    "sha256": (str, ""),
+    "offset": ("float64", 0.0),
+    "duration": ("float64", 0.0),
+    "source_rate": ("int64", 0),
+    "recordset": (str, ""),
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the samples of one media kind lie in a store.
+
+    Attributes
+    ----------
+    media : str
+        ``images`` or ``sounds``, the store's ``media`` attribute.
+    array : str
+        The name of the data array (``images``, ``spectrograms``).
+    dim : str
+        Its first dimension, along which the coordinates lie (``image``, ``clip``).
+    axes : tuple of str
+        The names of its other dimensions.
+    coords : dict
+        The coordinates along ``dim``: name -> (zarr dtype, fill value).
+    channels : int
+        The channels its histograms count (the last axis of an image, one for a
+        spectrogram).
+
+    Examples
+    --------
+    >>> LAYOUTS["sounds"].array, LAYOUTS["sounds"].dim, LAYOUTS["sounds"].axes
+    ('spectrograms', 'clip', ('mel', 'time'))
+    """
+
+    media: str
+    array: str
+    dim: str
+    axes: tuple[str, ...]
+    coords: dict[str, tuple[Any, Any]]
+    channels: int
+
+
+#: The layout of each media kind a store can hold.
+LAYOUTS: dict[str, Layout] = {
+    "images": Layout("images", "images", "image", ("y", "x", "channel"), COORDS, 3),
+    "sounds": Layout("sounds", "spectrograms", "clip", ("mel", "time"), SOUND_COORDS, 1),
+}
+MEDIA = tuple(LAYOUTS)
+
+
+def layout_of(attrs: Any) -> Layout:
+    """The layout of a store from its attributes (or an xarray Dataset's ``attrs``).
+
+    Stores written before sounds existed have no ``media`` attribute: images.
+
+    Examples
+    --------
+    >>> layout_of({"media": "sounds"}).array, layout_of({}).array
+    ('spectrograms', 'images')
+    """
+    attrs = getattr(attrs, "attrs", attrs)
+    return LAYOUTS[attrs.get("media") or "images"]
+
+
+def input_shape(ds: Any) -> tuple[int, ...]:
+    """The shape of one network input from a store's Dataset: an image's (y, x, channel),
+    a spectrogram's (mel, time, 1) (the feed gives spectrograms a channel axis).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"spectrograms": (("clip", "mel", "time"), np.zeros((2, 64, 201)))},
+    ...                 attrs={"media": "sounds"})
+    >>> input_shape(ds)
+    (64, 201, 1)
+    """
+    kind = layout_of(ds)
+    shape = tuple(int(s) for s in ds[kind.array].shape[1:])
+    return shape + (1,) if len(shape) == 2 else shape
+
+
 LEDGER_COLUMNS = [
     "row_key", "media_uuid", "access_uri", "status", "reason", "message", "duplicate_of",
     "attempts", "nbytes", "seconds", "sha256", "phash", "source_width", "source_height",
     "image_index", "catalog_row", "run", "wave", "warnings", "retired", "recordset",
+    "samples", "duration",
 ]
 #: Text columns whose missing values read back as None, whatever their part's types.
 _TEXT_COLUMNS = ("reason", "message", "duplicate_of", "warnings", "recordset")
-#: Values of columns that parts written by older versions lack.
-_LEDGER_DEFAULTS = {"warnings": None, "retired": False, "recordset": None}
+#: Values of columns that parts written by older versions lack (``samples``: the
+#: entries of the data array a row wrote, one image; ``duration``: of a recording).
+_LEDGER_DEFAULTS = {"warnings": None, "retired": False, "recordset": None,
+                    "samples": 1, "duration": float("nan")}
 #: The store format: the ``format_version`` attribute of the stores this version writes.
 #: Version 2 keys ledger rows by content (:func:`row_keys`) and decodes JPEGs from their
 #: exact picture box. Older stores are read as they are; a build does not add to them,
@@ -198,7 +295,8 @@ def open_dataset(store: str, storage_options: dict | None = None) -> "xr.Dataset
     -------
     xarray.Dataset
         ``images`` as a Dask array chunked like the store, with the provenance
-        coordinates along ``image`` and the build attributes in ``attrs``.
+        coordinates along ``image`` and the build attributes in ``attrs`` (a store of
+        sounds: ``spectrograms`` along ``clip``, see :data:`LAYOUTS`).
 
     Examples
     --------
@@ -214,8 +312,8 @@ def open_dataset(store: str, storage_options: dict | None = None) -> "xr.Dataset
     ds = xr.open_zarr(str(store), consolidated=False,
                       storage_options=zarr_storage_options(store, storage_options),
                       zarr_format=3)
-    if "images" not in ds:
-        raise UserError(f"{store}: not an idigdask store (no 'images' array)")
+    if layout_of(ds).array not in ds:
+        raise UserError(f"{store}: not an idigdask store (no '{layout_of(ds).array}' array)")
     return ds
 
 
@@ -239,7 +337,8 @@ def read_ledger(store: str, storage_options: dict | None = None, *,
         Columns ``media_uuid``, ``status`` (``ok``, ``failed``, ``duplicate`` or
         ``excluded``), ``reason``, ``message``, ``warnings``, ``duplicate_of``,
         ``attempts``, ``nbytes``, ``seconds``, ``image_index`` (position in
-        ``images`` or -1) and more, in catalog order.
+        ``images`` or -1; of a recording's first clip in ``spectrograms``), ``samples``
+        (the clips of a recording) and more, in catalog order.
 
     Examples
     --------
@@ -276,7 +375,7 @@ def _read_parts(store: str, storage_options: dict | None,
     if not fs.exists(_join(path, "zarr.json")):
         raise UserError(f"{store}: not an idigdask store (no zarr.json)")
     parts = sorted(fs.glob(_join(path, "ledger", "part-*.parquet")))
-    total: np.ndarray | None = np.zeros((3, 256), "int64") if histograms else None
+    total: Any = 0 if histograms else None  # (channels, 256) counts once a part is read
     frames = []
     for part in parts:
         with fs.open(part, "rb") as f:
@@ -286,14 +385,18 @@ def _read_parts(store: str, storage_options: dict | None,
             total = (total + np.asarray(json.loads(meta[HISTOGRAM_KEY]), "int64")
                      if HISTOGRAM_KEY in meta else None)
         frames.append(table.to_pandas())
+    if isinstance(total, int):
+        total = np.zeros((3, 256), "int64")
     if not frames:
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in LEDGER_COLUMNS})
         return LedgerParts(empty.astype({"retired": bool}), total, 0)
     ledger = pd.concat(frames, ignore_index=True)
-    images = int(pd.to_numeric(ledger["image_index"]).max()) + 1 if len(ledger) else 0
     for name, default in _LEDGER_DEFAULTS.items():
         if name not in ledger:
             ledger[name] = default
+    ledger["samples"] = pd.to_numeric(ledger["samples"]).fillna(1).astype("int64")
+    last = pd.to_numeric(ledger["image_index"]) + ledger["samples"]
+    images = int(last[ledger["image_index"] >= 0].max()) if (ledger["image_index"] >= 0).any() else 0
     ledger["retired"] = ledger["retired"].fillna(False).astype(bool)
     for name in _TEXT_COLUMNS:  # a part whose column was all missing reads back NaN
         ledger[name] = ledger[name].astype(object).where(ledger[name].notna(), None)
@@ -372,6 +475,15 @@ class ImageStore:
 
     url: str
     storage_options: dict | None = None
+    #: The media kind of a store to create; an existing store's own ``media`` wins.
+    media: str = "images"
+
+    @property
+    def layout(self) -> Layout:
+        """The store's layout: its ``media`` attribute's, or ``media``'s before creation."""
+        if self.exists():
+            return layout_of(self.attrs)
+        return LAYOUTS[self.media]
 
     # -- creation and checks -------------------------------------------------------
     def _group(self, mode: str = "a"):
@@ -403,13 +515,14 @@ class ImageStore:
             return "absent"
         if "zarr.json" not in entries:
             return "foreign"
-        ours = {"zarr.json", "images", "ledger", "label", *COORDS}
+        ours = {"zarr.json", "ledger", "label", *(name for kind in LAYOUTS.values()
+                                                  for name in (kind.array, *kind.coords))}
         try:
             meta = json.loads(fs.cat_file(_join(path, "zarr.json")))
         except (ValueError, OSError):
             meta = {}
         attrs = meta.get("attributes") or {}
-        complete = "size" in attrs and {"images", "ledger"} <= entries
+        complete = "size" in attrs and {layout_of(attrs).array, "ledger"} <= entries
         if complete:
             return "store"
         has_parts = bool(fs.glob(_join(path, "ledger", "part-*.parquet")))
@@ -424,29 +537,36 @@ class ImageStore:
         fs.rm(path, recursive=True)
 
     def create(self, *, size: int, chunk_size: int, label_kind: str | None,
-               attrs: dict[str, Any]) -> None:
-        """Create the empty arrays of a new store (``label_kind``: "int", "str" or None)."""
+               attrs: dict[str, Any], sample_shape: tuple[int, ...] | None = None) -> None:
+        """Create the empty arrays of a new store (``label_kind``: "int", "str" or None).
+
+        ``sample_shape`` is the shape of one entry of the data array: by default a
+        ``size`` x ``size`` RGB image; a store of sounds gives its clips' (mel, time).
+        """
         from zarr.codecs import ZstdCodec
 
+        kind = LAYOUTS[self.media]
+        shape = tuple(sample_shape) if sample_shape is not None else (size, size, 3)
         # the attributes (``size`` last of all) mark the store complete: a creation
         # cut short leaves a ``partial`` store, which the next build creates again
         group = self._group("a")
-        group.attrs.update({"idigdask_version": attrs.get("idigdask_version")})
-        coords = dict(COORDS)
+        group.attrs.update({"idigdask_version": attrs.get("idigdask_version"),
+                            "media": kind.media})
+        coords = dict(kind.coords)
         if label_kind == "int":
             coords["label"] = ("int64", -1)
         elif label_kind == "str":
             coords["label"] = (str, "")
         group.create_array(
-            "images", shape=(0, size, size, 3), chunks=(chunk_size, size, size, 3),
+            kind.array, shape=(0, *shape), chunks=(chunk_size, *shape),
             dtype="uint8", fill_value=0, compressors=ZstdCodec(level=3),
-            dimension_names=("image", "y", "x", "channel"),
+            dimension_names=(kind.dim, *kind.axes),
             attributes={"coordinates": " ".join(coords)},
         )
         for name, (dtype, fill) in coords.items():
             group.create_array(name, shape=(0,), chunks=(chunk_size,), dtype=dtype,
                                fill_value=fill, compressors=ZstdCodec(level=3),
-                               dimension_names=("image",))
+                               dimension_names=(kind.dim,))
         group.create_group("ledger", attributes={"description": "idigdask build ledger"})
         group.attrs.update({**attrs, "chunk_size": chunk_size, "format_version": FORMAT_VERSION,
                             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
@@ -477,7 +597,7 @@ class ImageStore:
         return [name for name, _ in group.arrays()]
 
     def length(self) -> int:
-        return int(self._group("r")["images"].shape[0])
+        return int(self._group("r")[self.layout.array].shape[0])
 
     def resize(self, n: int) -> None:
         """Set the length of every array along ``image``."""
@@ -590,7 +710,7 @@ class ImageStore:
 
 
 def write_images(store: str, storage_options: dict | None, start: int,
-                 pixels: np.ndarray) -> int:
+                 pixels: np.ndarray, array: str = "images") -> int:
     """Write ``pixels`` into ``images[start:start+len(pixels)]``; runs on a worker.
 
     Parameters
@@ -604,6 +724,8 @@ def write_images(store: str, storage_options: dict | None, start: int,
     pixels : numpy.ndarray
         ``(n, size, size, 3)`` uint8; the ``images`` array must already hold
         ``start + n`` rows (:meth:`ImageStore.resize`).
+    array : str
+        The data array written (``spectrograms`` in a store of sounds).
 
     Returns
     -------
@@ -626,15 +748,20 @@ def write_images(store: str, storage_options: dict | None, start: int,
 
     # write_empty_chunks: skip zarr's pass comparing every chunk to the fill value;
     # a chunk of images is never all zeros in practice, and writing one is harmless
-    arr = zarr.open_array(_join(store, "images"), mode="r+",
+    arr = zarr.open_array(_join(store, array), mode="r+",
                           storage_options=zarr_storage_options(store, storage_options)
                           ).with_config({"write_empty_chunks": True})
     arr[start:start + len(pixels)] = pixels
     return len(pixels)
 
 
-def channel_histograms(block: np.ndarray) -> np.ndarray:
-    """Counts of each 8-bit value per channel in a block of images: shape (3, 256)."""
+def channel_histograms(block: np.ndarray, channels: int = 3) -> np.ndarray:
+    """Counts of each 8-bit value per channel in a block of images: shape (3, 256).
+
+    ``channels=1`` counts a block with no channel axis (spectrograms): shape (1, 256).
+    """
+    if channels == 1:
+        return np.bincount(np.ravel(block), minlength=256)[None, :].astype("int64")
     if block.dtype == np.uint8 and block.ndim >= 3 and block.shape[-1] == 3 and block.size:
         from PIL import Image
 
@@ -646,11 +773,11 @@ def channel_histograms(block: np.ndarray) -> np.ndarray:
 
 
 def stats_of_histogram(counts: np.ndarray) -> tuple[list, list]:
-    """Per-channel mean and standard deviation from (3, 256) value counts."""
+    """Per-channel mean and standard deviation from (channels, 256) value counts."""
     counts = np.asarray(counts, dtype="float64")
     n = counts.sum(axis=1)
     if not n.all():
-        return [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+        return [0.0] * len(counts), [0.0] * len(counts)
     values = np.arange(256, dtype="float64")
     mean = counts @ values / n
     std = np.sqrt(np.maximum(counts @ values**2 / n - mean**2, 0.0))
@@ -696,9 +823,11 @@ def channel_stats(store: str, storage_options: dict | None = None) -> tuple[list
     import dask
     import dask.array as da
 
-    images = da.from_zarr(_join(store, "images"),
+    kind = ImageStore(store, storage_options).layout
+    images = da.from_zarr(_join(store, kind.array),
                           storage_options=zarr_storage_options(store, storage_options))
     if images.shape[0] == 0:
-        return [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
-    per_chunk = [dask.delayed(channel_histograms)(b) for b in images.to_delayed().ravel()]
+        return [0.0] * kind.channels, [0.0] * kind.channels
+    per_chunk = [dask.delayed(channel_histograms)(b, kind.channels)
+                 for b in images.to_delayed().ravel()]
     return stats_of_histogram(dask.delayed(sum)(per_chunk).compute())

@@ -45,6 +45,7 @@ from .errors import UserError
 from .models import MODELS
 from .options import check, coerce_fields, setting, with_overrides
 from .splits import SPLIT_BY, class_weights, missing_labels, split_by_recordset, split_by_specimen
+from .store import input_shape, layout_of
 
 CONFIG_FORMAT = "idigdask-model/1"
 
@@ -61,10 +62,12 @@ class TrainOptions:
     ----------
     label : str
         The store's label coordinate; -1 or "" mark unlabelled images (left out).
-    model : str
+    model : str or None
         A name of :data:`idigdask.models.MODELS`, or ``"baseline"``: the classical
         baseline of :mod:`idigdask.baseline` (colour and texture features, a dask-ml
-        linear classifier; no Keras).
+        linear classifier; no Keras). None: by the store, ``smithsonian`` for images
+        and ``calls`` (:func:`~idigdask.models.calls_cnn`) for the spectrograms of a
+        store of sounds.
     classifier : {"logistic", "sgd"}
         The baseline's classifier: dask-ml's ``LogisticRegression`` (the features of
         the training images in the workers' memory), or an ``SGDClassifier`` wrapped
@@ -129,7 +132,7 @@ class TrainOptions:
     """
 
     label: str = setting("train.label")
-    model: str = setting("train.model")
+    model: str | None = setting("train.model")
     classifier: str = setting("train.classifier")
     weights: str | None = setting("train.weights")
     epochs: int = setting("train.epochs")
@@ -155,7 +158,7 @@ class TrainOptions:
         if not isinstance(self.feed, FeedOptions):
             raise UserError(f"feed must be a FeedOptions, not {type(self.feed).__name__}")
         check(self, {
-            "model": (lambda v: v.lower() in MODELS or v.lower() == "baseline",
+            "model": (lambda v: v is None or v.lower() in MODELS or v.lower() == "baseline",
                       f"one of {', '.join(MODELS)}, baseline"),
             "classifier": (lambda v: v in ("logistic", "sgd"), "logistic or sgd"),
             "split_by": (lambda v: v in SPLIT_BY, " or ".join(SPLIT_BY)),
@@ -295,7 +298,7 @@ def labelled_images(ds, label: str, store: Any = None) -> tuple[np.ndarray, np.n
     """
     where = store if store is not None else "the store"
     if label not in ds.coords and label not in ds.data_vars:
-        names = [n for n in ds.coords if ds[n].dims == ("image",)]
+        names = [n for n in ds.coords if ds[n].dims == (layout_of(ds).dim,)]
         raise UserError(f"{where}: no label column {label!r} in the store "
                         f"(image coordinates: {', '.join(map(str, names))})")
     raw = np.asarray(ds[label].values)
@@ -318,14 +321,14 @@ def labelled_images(ds, label: str, store: Any = None) -> tuple[np.ndarray, np.n
 def _coordinate(ds, name: str, default: str = "") -> np.ndarray:
     if name in ds.coords:
         return np.asarray(ds[name].values).astype(object).astype(str)
-    return np.full(ds.sizes["image"], default, dtype=object).astype(str)
+    return np.full(ds.sizes[layout_of(ds).dim], default, dtype=object).astype(str)
 
 
 def _make_split(ds, keep, codes, classes, seed, fractions,
                 split_by: str = "specimen", store: Any = None) -> pd.DataFrame:
     media = _coordinate(ds, "media_uuid")
     if not media.any():
-        media = np.arange(ds.sizes["image"]).astype(str)
+        media = np.arange(ds.sizes[layout_of(ds).dim]).astype(str)
     records = _coordinate(ds, "record_uuid")
     recordsets = _coordinate(ds, "recordset")
     if split_by == "recordset":
@@ -337,9 +340,12 @@ def _make_split(ds, keep, codes, classes, seed, fractions,
     else:
         split = split_by_specimen(records[keep], codes, fractions, seed=seed,
                                   media_uuid=media[keep])
-    return pd.DataFrame({"media_uuid": media[keep], "record_uuid": records[keep],
-                         "label": [classes[c] for c in codes], "split": split,
-                         "image_index": keep.astype(np.int64), "recordset": recordsets[keep]})
+    table = pd.DataFrame({"media_uuid": media[keep], "record_uuid": records[keep],
+                          "label": [classes[c] for c in codes], "split": split,
+                          "image_index": keep.astype(np.int64), "recordset": recordsets[keep]})
+    if "offset" in ds.coords:  # a recording's clips: each found again by its offset
+        table["offset"] = np.asarray(ds["offset"].values, "float64")[keep]
+    return table
 
 
 def _check_split(table: pd.DataFrame) -> None:
@@ -446,7 +452,7 @@ def train(store: Any, out: str | os.PathLike = "model",
                          storage_options=storage_options, **overrides)
     # checked before Keras loads, so that a bad option is one line with no TensorFlow log
     options = with_overrides(TrainOptions, options, overrides, nested={"feed": FeedOptions})
-    if options.model.lower() == "baseline":
+    if (options.model or "").lower() == "baseline":
         from .baseline import train_baseline
 
         return train_baseline(store, out, options, client=client,
@@ -464,8 +470,10 @@ def train(store: Any, out: str | os.PathLike = "model",
     started = time.perf_counter()
     model_dir = Path(out)
     ds = open_store(store, storage_options)
-    if "images" not in ds:
-        raise UserError(f"{store}: not an image store (no 'images' variable)")
+    kind = layout_of(ds)
+    if kind.array not in ds:
+        raise UserError(f"{store}: not an image store (no '{kind.array}' variable)")
+    model = model or ("calls" if kind.media == "sounds" else "smithsonian")
     keep, codes, classes = labelled_images(ds, label, store)
     state_path = model_dir / "checkpoints" / "state.json"
     if resume:
@@ -489,10 +497,11 @@ def train(store: Any, out: str | os.PathLike = "model",
     mean, std = ds.attrs.get("channel_mean"), ds.attrs.get("channel_std")
     if normalize == "store" and (mean is None or std is None):
         normalize = "unit"  # a store without statistics: scale to [0, 1] instead
-    image_shape = tuple(int(s) for s in ds["images"].shape[1:])
+    image_shape = input_shape(ds)
     config = {
         "format": CONFIG_FORMAT, "label": label, "classes": classes, "model": model,
-        "store": store_location(ds), "size": int(ds.attrs.get("size", image_shape[0])),
+        "store": store_location(ds), "media": kind.media, "sound": ds.attrs.get("sound"),
+        "size": int(ds.attrs.get("size", image_shape[0])),
         "image_shape": list(image_shape), "resize_mode": ds.attrs.get("resize_mode"),
         "input_size": options.input_size, "normalize": normalize,
         "channel_mean": mean, "channel_std": std, "seed": seed, "batch_size": batch_size,

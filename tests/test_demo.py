@@ -51,8 +51,33 @@ def test_demo_writes_a_report(tmp_path):
     assert (report / "families" / "confusion.png").is_file()
 
 
+@pytest.mark.slow
+def test_sound_demo_tells_the_calls_apart(tmp_path):
+    """The sound demo as a user runs it, with its defaults: held-out recordings >= 0.9."""
+    done = subprocess.run([str(BIN / "idigdask"), "demo", "--media", "sounds",
+                           "-o", str(tmp_path / "demo"), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    report = Path(summary["report"])
+    assert summary["recording_accuracy"] >= 0.9, summary
+    assert summary["recording_n"] >= 30
+    # the broken files are ledgered with their reasons, not lost
+    assert summary["failed"] == {"not_audio": 1, "empty": 1, "silent": 1,
+                                 "bad_sample_rate": 1, "not_found": 1}
+    assert summary["predicted_recordings"] == summary["recordings"]
+    for name in ("index.html", "metrics.json", "spectrograms.png", "confusion.png",
+                 "worst.png", "history.png", "predictions.parquet"):
+        assert (report / name).is_file(), name
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["recordings"]["accuracy"] == summary["recording_accuracy"]
+    assert set(metrics["per_class"]) == {"trill", "whistle"}
+    assert "[demo] 5/5" in done.stderr
+
+
 def test_demo_rejects_bad_options(tmp_path):
-    for argv in (["-n", "3"], ["--sheet-size", "huge"], ["--epochs", "0"]):
+    for argv in (["-n", "3"], ["--sheet-size", "huge"], ["--epochs", "0"],
+                 ["--media", "sounds", "-n", "5"], ["--media", "sounds", "--epochs", "0"]):
         done = subprocess.run([str(BIN / "idigdask"), "demo", "-o", str(tmp_path), *argv],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2

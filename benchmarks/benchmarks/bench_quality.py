@@ -110,6 +110,8 @@ def write_ledger_store(folder: str | os.PathLike, n_rows: int, *, rows_per_part:
         frame, ok = _part(rng, start, n, hosts, images)
         frame["recordset"] = [f"recordset-{(i * recordsets) // n_rows:03d}"
                               for i in range(start, start + n)]
+        frame["samples"] = (frame["image_index"] >= 0).astype("int64")  # one image per ok row
+        frame["duration"] = np.nan
         labels.append(rng.integers(0, 2, ok))
         images += ok
         if retry is None:
@@ -121,7 +123,7 @@ def write_ledger_store(folder: str | os.PathLike, n_rows: int, *, rows_per_part:
     if retry is not None and len(retry):
         # run 1: the retried rows succeed and get new images
         retry = retry.assign(status="ok", reason=None, image_index=np.arange(len(retry)) + images,
-                             run=1, source_width=3000, source_height=4500)
+                             run=1, samples=1, source_width=3000, source_height=4500)
         labels.append(rng.integers(0, 2, len(retry)))
         images += len(retry)
         table = pa.Table.from_pandas(retry[LEDGER_COLUMNS], preserve_index=False)

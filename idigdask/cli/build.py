@@ -1,4 +1,5 @@
-"""``idigdask build SOURCE -o STORE``: fetch, decode and store a catalog's images."""
+"""``idigdask build SOURCE -o STORE``: fetch, decode and store a catalog's images
+(``--media sounds``: its sound recordings, as the log-mel spectrograms of their clips)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,24 @@ def register(sub) -> argparse.ArgumentParser:
                         const=False, help="on resume, do not fetch rows that failed before")
     option.add_argument("--allow-local", action="store_const", const=True,
                         help="fetch local files even when the catalog is remote")
+    option.add_argument("--media", choices=["images", "sounds"],
+                        help="the catalog's media built: images, or sound recordings (images)")
+    sound = p.add_argument_group("sound options, with --media sounds (defaults: dask config "
+                                 "idigdask.sound)")
+    sound.add_argument("--sample-rate", type=int, metavar="HZ", help="resampled to (16000)")
+    sound.add_argument("--window", type=float, metavar="SECONDS", help="clip length (2.0)")
+    sound.add_argument("--hop", type=float, metavar="SECONDS",
+                       help="between clip starts; below --window the clips overlap (1.0)")
+    sound.add_argument("--n-mels", type=int, metavar="N", help="mel bands (64)")
+    sound.add_argument("--fmin", type=float, metavar="HZ", help="lowest frequency kept (50)")
+    sound.add_argument("--fmax", type=float, metavar="HZ",
+                       help="highest frequency kept (half the sample rate)")
+    sound.add_argument("--trim", choices=["none", "silence", "intro"],
+                       help="cut leading silence, or also a spoken introduction (silence)")
+    sound.add_argument("--normalize", dest="normalize", choices=["clip", "recording", "none"],
+                       help="0 dB is each clip's loudest bin, the recording's, or full scale (clip)")
+    sound.add_argument("--max-duration", type=float, metavar="SECONDS",
+                       help="longer recordings are refused (1800)")
     fetch = p.add_argument_group("fetch options (defaults: dask config idigdask.fetch)")
     fetch.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (30)")
     fetch.add_argument("--retries", type=int, metavar="N", help="retries of transient failures (4)")
@@ -72,6 +91,7 @@ def register(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
+    from ..audio import SoundOptions
     from ..build import BuildOptions, build_dataset
     from ..fetch import FetchOptions
 
@@ -80,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "id_column": args.id_column, "label_column": args.label_column}.items() if v}
     # a flag named as a field of the options (its dest) and given on the command line
     # (storage options are given per location below, as JSON, never as an override)
-    fields = {f.name for cls in (BuildOptions, FetchOptions)
+    fields = {f.name for cls in (BuildOptions, FetchOptions, SoundOptions)
               for f in dataclasses.fields(cls)} - {"storage_options"}
     overrides = {name: value for name, value in vars(args).items()
                  if name in fields and value is not None}

@@ -27,8 +27,9 @@ def register(sub) -> argparse.ArgumentParser:
                                   "and idigdask.feed)")
     option.add_argument("--label", help="the store's label coordinate (label)")
     option.add_argument("--model",
-                        help="smithsonian, resnet50, mobilenetv3, efficientnetb0, or baseline: "
-                             "colour and texture features and a dask-ml classifier (smithsonian)")
+                        help="smithsonian, calls (spectrograms), resnet50, mobilenetv3, "
+                             "efficientnetb0, or baseline: colour and texture features and a "
+                             "dask-ml classifier (smithsonian for images, calls for sounds)")
     option.add_argument("--classifier",
                         help="the baseline's: dask-ml LogisticRegression, or an Incremental "
                              "SGDClassifier for features that do not fit in memory (logistic)")

@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from ..batches import FeedOptions, epoch_order, load_batch, open_store, read_images, store_location
 from ..errors import UserError
 from ..options import with_overrides
+from ..store import input_shape, layout_of
 
 __all__ = ["StoreFeed", "resolve_client"]
 
@@ -118,15 +119,16 @@ class StoreFeed(keras.utils.PyDataset):
                          max_queue_size=options.max_queue_size)
         self.options = options
         ds = open_store(store, storage_options)
-        if "images" not in ds:
-            raise UserError(f"{store}: the store has no 'images' variable")
+        kind = layout_of(ds)
+        if kind.array not in ds:
+            raise UserError(f"{store}: the store has no '{kind.array}' variable")
         self.storage_options = storage_options
         location = store_location(ds)
         # Workers open the store themselves; an in-memory Dataset is read in-process.
-        self.source = location if location is not None else ds["images"].variable
-        n_images = ds.sizes["image"]
+        self.source = location if location is not None else ds[kind.array].variable
+        n_images = ds.sizes[kind.dim]
         self.chunk_size = int(ds.attrs.get("chunk_size") or _dim_chunk(ds) or 64)
-        self.image_shape = tuple(int(s) for s in ds["images"].shape[1:])
+        self.image_shape = input_shape(ds)
         if indices is None:
             indices = np.arange(n_images)
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -279,7 +281,9 @@ class StoreFeed(keras.utils.PyDataset):
 
 
 def _dim_chunk(ds) -> int | None:
-    chunks = ds["images"].encoding.get("chunks") or ds["images"].encoding.get("preferred_chunks")
+    kind = layout_of(ds)
+    encoding = ds[kind.array].encoding
+    chunks = encoding.get("chunks") or encoding.get("preferred_chunks")
     if isinstance(chunks, dict):
-        return chunks.get("image")
+        return chunks.get(kind.dim)
     return chunks[0] if chunks else None
