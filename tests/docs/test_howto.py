@@ -51,7 +51,8 @@ HOWTO = ROOT / "docs" / "howto"
 BIN = Path(sys.executable).parent
 PAGE_TIMEOUT_S = 600
 
-PAGES = ("search", "schuettpelz", "hpc", "configuration", "ledger", "performance")
+PAGES = ("search", "schuettpelz", "hpc", "configuration", "ledger", "performance",
+         "sounds")
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -431,3 +432,49 @@ def test_ledger_page(tmp_path):
 
 def test_performance_page(tmp_path):
     run_page("performance", tmp_path, {})
+
+
+def test_sounds_page(tmp_path):
+    """The sounds page: synthetic calls through build, ledger, train, evaluate, predict.
+
+    Its search section runs against iDigBio's search and records APIs stood in for by a
+    RecordsAPIServer: twelve synthetic bird recordings (sounds, ``class`` aves) served
+    by a MediaServer, two images the ``mq`` filter must leave out, and the specimen
+    records whose ``genus`` makes the labels.
+    """
+    import pandas as pd
+
+    from idigdask.synthetic_calls import write_call_catalog
+    from idigdask.testing.media_server import MediaServer
+    from idigdask.testing.records_api import RecordsAPIServer, make_record_item
+    from idigdask.testing.search_api import make_media_item
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    with MediaServer(archive) as media:
+        path = write_call_catalog(archive, n=12, seed=5, duration=3.0, base_url=media.url)
+        rows = pd.read_parquet(path)
+        items, records = [], {}
+        for row in rows.itertuples():
+            record = row.records[0]
+            genus = row.data["dwc:scientificName"].split()[0]
+            items.append(make_media_item(row.uuid, row.accessuri, records=[record],
+                                         recordset=row.recordset, mediatype="sounds",
+                                         fmt=row.format, record_terms={"class": "aves"}))
+            # a specimen is one bird: the genus its first recording names
+            records.setdefault(record, make_record_item(record, genus=genus,
+                                                        family=row.data["dwc:family"]))
+        for k, record in enumerate(list(records)[:2]):  # photographs, which mq leaves out
+            items.append(make_media_item(f"photo-{k}", media.url_for(f"photo-{k}.jpg"),
+                                         records=[record], record_terms={"class": "aves"}))
+        with RecordsAPIServer(items, records=list(records.values())) as api:
+            steps, work = run_page("sounds", tmp_path, {
+                SEARCH_API: api.base_url,  # the media search and the records endpoint
+                "--epochs 10": "--epochs 3",
+            })
+    import idigdask
+
+    assert idigdask.open_dataset(str(work / "calls.zarr")).attrs["media"] == "sounds"
+    birds = idigdask.read_ledger(str(work / "birds.zarr"))
+    assert len(birds) == 12 and birds["status"].eq("ok").all()
+    assert (work / "report" / "metrics.json").is_file()
