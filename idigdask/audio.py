@@ -138,8 +138,9 @@ class SoundOptions:
     window : float
         Seconds of one clip; at least ``n_fft`` samples.
     hop : float
-        Seconds between the starts of consecutive clips (overlap: ``window - hop``); a
-        whole number of ``hop_length`` samples, so that clips are slices of one STFT.
+        Seconds between the starts of consecutive clips (overlap: ``window - hop``); each
+        clip starts on the STFT frame nearest to its place on that grid (within half a
+        ``hop_length``), so that clips are slices of one STFT; ``offset`` is that start.
     n_mels : int
         Mel bands of a spectrogram.
     n_fft : int
@@ -180,10 +181,12 @@ class SoundOptions:
     >>> options = SoundOptions(sample_rate=22050, hop=0.5, hop_length=245)
     >>> options.sample_rate, options.fmax, options.clip_shape
     (22050, None, (64, 181))
-    >>> SoundOptions(hop=0.015)
+    >>> SoundOptions(sample_rate=22050).clip_shape    # clips start on the nearest frame
+    (64, 276)
+    >>> SoundOptions(hop=0.005)
     Traceback (most recent call last):
     ...
-    idigdask.options.OptionError: hop: 0.015 is out of range: a positive multiple of hop_length / sample_rate (0.01 s)
+    idigdask.options.OptionError: hop: 0.005 is out of range: at least hop_length / sample_rate (0.01 s)
     """
 
     sample_rate: int = setting("sound.sample-rate")
@@ -216,8 +219,8 @@ class SoundOptions:
             "hop_length": (lambda v: 1 <= v <= self.n_fft, "1 to n_fft samples"),
             "window": (lambda v: math.isfinite(v) and round(v * rate) >= self.n_fft,
                        f"at least n_fft samples ({self.n_fft / rate:g} s)"),
-            "hop": (lambda v: math.isfinite(v) and v > 0 and _whole_frames(v * rate, self.hop_length),
-                    f"a positive multiple of hop_length / sample_rate ({self.hop_length / rate:g} s)"),
+            "hop": (lambda v: math.isfinite(v) and v * rate >= self.hop_length,
+                    f"at least hop_length / sample_rate ({self.hop_length / rate:g} s)"),
             "n_mels": (lambda v: 1 <= v <= 1 + self.n_fft // 2, "1 to 1 + n_fft / 2"),
             "fmax": (lambda v: v is None or 0 < v <= rate / 2,
                      f"above 0, at most sample_rate / 2 ({rate / 2:g} Hz)"),
@@ -246,13 +249,6 @@ class SoundOptions:
         (64, 201)
         """
         return self.n_mels, 1 + round(self.window * self.sample_rate) // self.hop_length
-
-
-def _whole_frames(samples: float, hop_length: int) -> bool:
-    """Whether ``samples`` is a whole number that ``hop_length`` divides."""
-    whole = round(samples)
-    return abs(samples - whole) < 1e-6 * max(1.0, samples) and whole >= hop_length \
-        and whole % hop_length == 0
 
 
 def _band(options: SoundOptions) -> tuple[float, float]:
@@ -527,7 +523,7 @@ def decode_audio(data: bytes, options: SoundOptions) -> tuple[np.ndarray, int, i
     MediaError
         With reason ``not_audio``, ``corrupt``, ``empty``, ``too_short``, ``too_long``,
         ``bad_sample_rate``, ``bad_channels`` or ``out_of_memory`` (see the module
-        notes). What was mended (a truncation) is in :attr:`Clips.warnings` of
+        notes). What was mended (a truncation) is in ``warnings`` of :class:`Clips` of
         :func:`process_sound_bytes`.
 
     Examples
@@ -903,16 +899,23 @@ def clip_starts(n_samples: int, rate: int, options: SoundOptions) -> np.ndarray:
     >>> clip_starts(8000, 16000, SoundOptions())
     array([0])
     """
-    window, hop = round(options.window * rate), round(options.hop * rate)
+    window, hop = round(options.window * rate), options.hop * rate
     if n_samples <= 0:
         return np.zeros(0, np.int64)
     if n_samples < window:
         return np.zeros(1, np.int64)
-    starts = np.arange((n_samples - window) // hop + 1, dtype=np.int64) * hop
-    last = int(starts[-1])
-    fresh = n_samples - max(last + hop, last + window)
+    # the grid k * hop, each start moved to the nearest STFT frame (hop need not be a
+    # whole number of frames: 1 s at 22050 Hz is 137.8 frames of 160 samples)
+    step = options.hop_length
+    grid = lambda k: int(round(k * hop / step)) * step  # noqa: E731
+    count = 0
+    while grid(count) + window <= n_samples:
+        count += 1
+    starts = np.array([grid(k) for k in range(count)], dtype=np.int64)
+    last, following = int(starts[-1]), grid(count)
+    fresh = n_samples - max(following, last + window)
     if 2 * fresh >= window:
-        starts = np.append(starts, last + hop)
+        starts = np.append(starts, following)
     return starts
 
 

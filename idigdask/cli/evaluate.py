@@ -52,8 +52,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    # a store of sounds is scored by clip, and by recording (the mean of its clips)
+    sounds = "recordings" in metrics
+    recordings = ({"test_recordings": metrics["recordings"]["n"],
+                   "recording_accuracy": metrics["recordings"]["accuracy"]} if sounds else {})
     return {
-        "report_dir": metrics["report_dir"], "test_images": metrics["n"],
+        "report_dir": metrics["report_dir"],
+        "test_clips" if sounds else "test_images": metrics["n"], **recordings,
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro"]["f1"],
         "roc_auc": metrics["roc_auc"],
         "confusion_matrix": str(metrics["confusion_matrix"]["matrix"]),

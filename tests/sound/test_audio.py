@@ -407,7 +407,7 @@ def test_defaults_are_the_yaml_and_every_key_is_a_field():
 
 
 @pytest.mark.parametrize("name, value", [
-    ("sample_rate", 500), ("sample_rate", "fast"), ("window", 0.01), ("hop", 0.0), ("hop", 0.0155),
+    ("sample_rate", 500), ("sample_rate", "fast"), ("window", 0.01), ("hop", 0.0), ("hop", 0.005),
     ("n_fft", 8), ("hop_length", 0), ("n_mels", 0), ("fmin", 9000.0), ("fmin", -1.0),
     ("fmax", 9000.0), ("top_db", 0.0), ("normalize", "peak"), ("trim", "all"), ("trim_db", 5.0),
     ("intro_gap", 0.0), ("intro_max", -1.0), ("max_duration", 0.0), ("min_duration", -1.0),
