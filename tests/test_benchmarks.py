@@ -176,3 +176,33 @@ def test_feed_ratio_suite_runs():
     suite = FeedRatioSuite()
     suite.n, suite.rounds = 128, 1
     assert run_once(suite, False, methods=("track_feed_over_numpy",))["track_feed_over_numpy"] > 0
+
+
+def test_sounds_script_and_suites_run(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("idigdask_bench_sounds", BENCH / "sounds.py")
+    sounds = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, sounds)  # its dataclasses look it up
+    spec.loader.exec_module(sounds)
+    out = tmp_path / "sounds.md"
+    result = sounds.main(["--n", "6", "--duration", "2", "--repeat", "1", "--no-startup",
+                          "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    text = out.read_text()
+    for tool, label in sounds.labels(result["processes"]).items():
+        row = result["rows"][tool]
+        assert "error" not in row, row
+        assert row["recordings"] == 6 and row["clips"] >= 6 and row["clips_s"] > 0
+        assert f"| {label} |" in text
+    assert result["ratios"]["librosa"]["wall"] > 0 and f"{result['cores']} cores" in text
+    # a tool that fails is a row of the report, not a crash
+    failed = {**result, "rows": {**result["rows"], "librosa": sounds.summarize(
+        [sounds.ToolRun(1.0, error="exit 1: boom")])}}
+    assert "| librosa loop (1 process) | error: exit 1: boom |" in sounds.table(failed)
+
+    from benchmarks.bench_sounds import SoundsRatioSuite, SoundsSuite
+
+    suite = SoundsSuite()
+    suite.n, suite.rounds, suite.tools, suite.startup = 3, 1, ("idigdask", "librosa"), False
+    cached = suite.setup_cache()  # no setup or teardown: asv calls this, then each track_
+    assert suite.track_clips_per_s(cached, "idigdask") > 0
+    assert suite.track_clips_per_s(cached, "librosa") > 0
+    assert SoundsRatioSuite().track_ratio(cached, "librosa") > 0
