@@ -1053,15 +1053,25 @@ def _mel_power(samples: np.ndarray, options: SoundOptions, n_frames: int | None 
     if n_frames is not None:
         frames = frames[:n_frames]
     window = _hann(n_fft)
-    bank_t = mel_filterbank(options.sample_rate, n_fft, options.n_mels, *_band(options)).T
+    bank = _sparse_bank(options.sample_rate, n_fft, options.n_mels, *_band(options))
     rfft = _rfft()
-    out = np.empty((len(frames), options.n_mels), np.float32)
+    out = np.empty((options.n_mels, len(frames)), np.float32)
     for at in range(0, len(frames), _FFT_CHUNK):
         spectrum = rfft(frames[at:at + _FFT_CHUNK] * window, axis=1)
         power = np.square(spectrum.real)
         power += np.square(spectrum.imag)
-        np.matmul(power, bank_t, out=out[at:at + _FFT_CHUNK])
-    return out.T
+        out[:, at:at + _FFT_CHUNK] = bank @ power.T
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _sparse_bank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float):
+    """The mel filterbank as a sparse matrix: each band spans a few FFT bins, and a
+    sparse product runs in the calling thread, where a dense one would start BLAS
+    threads that fight the worker's own threads for the cores (2x the CPU here)."""
+    from scipy import sparse
+
+    return sparse.csr_matrix(mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax))
 
 
 def _to_db(power: np.ndarray) -> np.ndarray:
