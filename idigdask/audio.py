@@ -341,6 +341,45 @@ def _mpeg_sync(head: bytes) -> bool:
     return version != 1 and layer != 0 and head[2] >> 4 != 0xF and (head[2] >> 2) & 3 != 3
 
 
+#: MPEG audio bitrates (kbit/s) by bitrate index, of MPEG-1 and of MPEG-2/2.5 Layer III,
+#: and sample rates by version (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5) and rate index.
+_MP3_KBPS = {1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+             2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mp3_uncounted_whole(data: bytes) -> bool:
+    """Whether an MP3 carries no frame count and all its Layer III frames are whole.
+
+    Such a file's length, as libsndfile reports it, is libmpg123's guess from the file
+    size and the first frame's bitrate (wrong for a variable bitrate); since every frame
+    is whole, nothing was cut. Walked from the end of an ID3v2 tag to the end of the
+    file or of its ID3v1 tag; anything else between frames makes it False.
+    """
+    at = 0
+    if data[:3] == b"ID3" and len(data) >= 10:  # an ID3v2 tag: a synchsafe size
+        at = 10 + (data[6] << 21 | data[7] << 14 | data[8] << 7 | data[9]) \
+            + (10 if data[5] & 0x10 else 0)
+    end = len(data) - (128 if data[-128:-125] == b"TAG" else 0)
+    first = True
+    while at < end:
+        head = data[at:at + 4]
+        if len(head) < 4 or not _mpeg_sync(head):
+            return False
+        version, layer = (head[1] >> 3) & 3, (head[1] >> 1) & 3
+        kbps, rate = head[2] >> 4, (head[2] >> 2) & 3
+        if layer != 1 or kbps == 0:  # not Layer III, or free bitrate
+            return False
+        size = (144 if version == 3 else 72) * _MP3_KBPS[1 if version == 3 else 2][kbps] \
+            * 1000 // _MP3_RATES[version][rate] + ((head[2] >> 1) & 1)
+        if at + size > end:
+            return False
+        if first and any(tag in data[at:at + size] for tag in (b"Xing", b"Info", b"VBRI")):
+            return False  # a header that counts the frames: the count is known
+        first, at = False, at + size
+    return not first
+
+
 _SIGNATURES = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"),
                (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"),
                (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"\x1f\x8b", "gzip data"))
@@ -574,6 +613,10 @@ def _decode(data: bytes, options: SoundOptions) -> _Decoded:
         _check_header(data, container, declared, rate, channels, frames, options)
         samples, error = _read_mono(sound_file, channels, rate, options)
     known = frames if 0 < frames < _UNKNOWN_FRAMES else None
+    if container == "MP3" and _mp3_uncounted_whole(data):
+        # an MP3 without a frame count: its length is libmpg123's guess, and every
+        # frame is whole, so fewer frames than the guess is no cut
+        known = None
     expected = max(declared or 0, known or 0) or None
     return _Decoded(*_checked_samples(samples, rate, channels, kind, expected, error, data, source, options))
 
