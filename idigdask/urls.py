@@ -126,7 +126,7 @@ _PARAM_RE = re.compile(r"(?:(?<![\w.-])|(?<=%3[fF])|(?<=%26))(?P<name>[A-Za-z_][
                        r"(?:=|%3[dD])")
 _PARAM_VALUE_RE = re.compile(rf"{_QUOTED}|(?:(?!%26)[^&\s#\"'<>,;)])*")
 # name: value: JSON, a dict's repr, YAML, header lines (never a URL's "host:port")
-_FIELD_RE = re.compile(r"(?<![\w./-])(?P<name>[\"']?[A-Za-z_][\w.-]*[\"']?)\s*:\s*(?!//)")
+_FIELD_RE = re.compile(r"(?<![\w./-])(?P<name>[\"']?[A-Za-z_][\w.-]*[\"']?)\s*:(?!//)\s*")
 _FIELD_VALUE_RE = re.compile(rf"{_QUOTED}|[^\s\"',}}\]]+")
 
 

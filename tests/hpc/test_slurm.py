@@ -201,7 +201,8 @@ def test_workers_retire_before_the_walltime(tmp_path, slurm, jobqueue, server, s
     settings, _ = jobqueue("slurm", "debug",
                            **{"worker-extra-args": ["--lifetime", "10s",
                                                     "--lifetime-stagger", "5s"]})
-    catalog = url_table(tmp_path / "media.csv", server, sheets, n=64, slow=1.0)
+    # 64 images of 2 s each, 8 at a time: the build outlasts the longest lifetime (15 s)
+    catalog = url_table(tmp_path / "media.csv", server, sheets, n=64, slow=2.0)
     store = tmp_path / "s.zarr"
     import dask
 
