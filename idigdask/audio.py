@@ -613,7 +613,7 @@ def _decode(data: bytes, options: SoundOptions) -> _Decoded:
         _check_header(data, container, declared, rate, channels, frames, options)
         samples, error = _read_mono(sound_file, channels, rate, options)
     known = frames if 0 < frames < _UNKNOWN_FRAMES else None
-    if container == "MP3" and _mp3_uncounted_whole(data):
+    if container == "MP3" and known and len(samples) < known and _mp3_uncounted_whole(data):
         # an MP3 without a frame count: its length is libmpg123's guess, and every
         # frame is whole, so fewer frames than the guess is no cut
         known = None

@@ -474,10 +474,11 @@ def predict(model_dir: str | os.PathLike, source: Any,
     Returns
     -------
     pandas.DataFrame
-        One row per image: ``media_uuid``, ``status`` (ok / failed / excluded),
-        ``reason``, ``score_<class>`` per class (NaN where not ok), ``predicted``;
-        ``attrs["cluster"]`` says where it ran
-        (:func:`idigdask.cluster.cluster_summary`).
+        One row per image, or per recording for a model of sounds (the mean of its
+        clips' scores; from a store with ``clips`` and ``peak_offset``): ``media_uuid``,
+        ``status`` (ok / failed / excluded), ``reason``, ``score_<class>`` per class
+        (NaN where not ok), ``predicted``; ``attrs["cluster"]`` says where it ran
+        (:func:`idigdask.cluster.cluster_summary`), ``attrs["media"]`` what it scored.
 
     Raises
     ------
@@ -510,4 +511,5 @@ def predict(model_dir: str | os.PathLike, source: Any,
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         table.to_parquet(out, index=False)
     table.attrs["cluster"] = where  # after writing: not a column of the file
+    table.attrs["media"] = config.get("media") or "images"  # a row per image, or per recording
     return table

@@ -55,21 +55,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     predicted = table.loc[table["status"] == "ok", "predicted"].astype(str).value_counts()
     return {
         # a row per image, or per recording (from its clips) of a store or catalog of sounds
-        "output": args.output, "recordings" if _of_sounds(args) else "images":
-            len(table),
+        "output": args.output,
+        "recordings" if table.attrs.get("media") == "sounds" else "images": len(table),
         "status": {str(k): int(v) for k, v in table["status"].value_counts().items()},
         "predicted": {str(k): int(v) for k, v in predicted.items()},
         "cluster": table.attrs.get("cluster", {}),
     }
 
-
-def _of_sounds(args: argparse.Namespace) -> bool:
-    """Whether the model scores sound clips (its config says so)."""
-    import json
-    from pathlib import Path
-
-    try:
-        config = json.loads((Path(args.model_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return config.get("media") == "sounds"
