@@ -28,3 +28,26 @@ def test_program_exits_with_the_commands_code(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "idigdask", "--version"],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and ok.stdout.startswith("idigdask ")
+
+
+def test_a_build_keeps_the_libraries_it_never_uses_out(tmp_path):
+    """``idigdask build`` runs without importing ``sparse`` (and numba), which
+    dask.array would import only to register sparse arrays."""
+    import numpy as np
+
+    from idigdask.synthetic import encode_jpeg
+
+    image = tmp_path / "sheet.jpg"
+    image.write_bytes(encode_jpeg(np.full((60, 40, 3), 180, np.uint8)))
+    (tmp_path / "one.csv").write_text(f"url\n{image}\n")
+    probe = ("import atexit, sys, importlib.util\n"
+             "atexit.register(lambda: print('SPARSE', sys.modules.get('sparse', 'absent'), "
+             "importlib.util.find_spec('sparse'), 'numba' in sys.modules, file=sys.stderr))\n"
+             "from idigdask.cli import entry\nentry()\n")
+    done = subprocess.run([sys.executable, "-c", probe, "build", str(tmp_path / "one.csv"),
+                           "-o", str(tmp_path / "s.zarr"), "--url-column", "url",
+                           "--allow-local", "--no-progress", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert '"ok": 1' in done.stdout
+    assert "SPARSE None None False" in done.stderr
