@@ -256,3 +256,27 @@ def test_reduced_decode_is_much_faster_than_full_decode():
 
     reduced = best(lambda: decode_image(data, 256))
     assert best(full) / reduced > 3.0
+
+
+def test_decoding_imports_only_the_accepted_formats_plugins():
+    """Decoding never loads all of Pillow's plugins (``Image.init``), only those of
+    the accepted formats, which all stay openable."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import io, sys, numpy as np\n"
+        "from PIL import Image\n"
+        "from idigdask.decode import _FORMATS, _registered_formats, decode_image\n"
+        "for fmt in ('JPEG', 'PNG', 'TIFF', 'WEBP', 'GIF', 'BMP'):\n"
+        "    buf = io.BytesIO(); Image.new('RGB', (40, 30), 'red').save(buf, fmt)\n"
+        "    assert decode_image(buf.getvalue(), 16).format == fmt, fmt\n"
+        "Image.init()\n"
+        "print(sorted(_registered_formats()) == sorted(f for f in _FORMATS if f in Image.OPEN),\n"
+        "      'PIL.PsdImagePlugin' in sys.modules)\n")
+    before = ("import sys; from idigdask.decode import _registered_formats; _registered_formats()\n"
+              "print('PIL.PsdImagePlugin' in sys.modules)\n")
+    assert subprocess.run([sys.executable, "-c", before], capture_output=True, text=True,
+                          check=True).stdout.split() == ["False"]
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.split() == ["True", "True"]
