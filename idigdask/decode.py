@@ -72,9 +72,13 @@ MAX_SIZE = 4096
 #: pixel limit fits; RGBA above about 85 megapixels and crops of RGB above about 130 do not.
 DEFAULT_MAX_DECODE_BYTES = 1 << 30
 
-#: Image formats Pillow may try; anything else (EPS, PSD, exotic plugins) is refused.
-_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "TIFF", "WEBP", "BMP", "DIB", "PPM",
-            "JPEG2000", "ICO", "AVIF")
+#: Image formats Pillow may try, in order, and the plugin of each (BMP's registers DIB
+#: too; an MPO opens through JPEG's); anything else (EPS, PSD, exotic plugins) is refused.
+_PLUGINS = {"JPEG": "JpegImagePlugin", "MPO": "MpoImagePlugin", "PNG": "PngImagePlugin",
+            "GIF": "GifImagePlugin", "TIFF": "TiffImagePlugin", "WEBP": "WebPImagePlugin",
+            "BMP": "BmpImagePlugin", "DIB": "BmpImagePlugin", "PPM": "PpmImagePlugin",
+            "JPEG2000": "Jpeg2KImagePlugin", "ICO": "IcoImagePlugin", "AVIF": "AvifImagePlugin"}
+_FORMATS = tuple(_PLUGINS)
 
 #: Pillow resizes by an integer box reduction first when the factor exceeds this;
 #: 3.0 is indistinguishable from a fair Lanczos in practice and much faster.
@@ -606,13 +610,6 @@ def _open(data: bytes) -> Image.Image:
 
 
 _FORMAT_CACHE: list[str] = []
-
-
-#: The Pillow plugin of each accepted format (BMP's registers DIB too).
-_PLUGINS = {"JPEG": "JpegImagePlugin", "MPO": "MpoImagePlugin", "PNG": "PngImagePlugin",
-            "GIF": "GifImagePlugin", "TIFF": "TiffImagePlugin", "WEBP": "WebPImagePlugin",
-            "BMP": "BmpImagePlugin", "DIB": "BmpImagePlugin", "PPM": "PpmImagePlugin",
-            "JPEG2000": "Jpeg2KImagePlugin", "ICO": "IcoImagePlugin", "AVIF": "AvifImagePlugin"}
 
 
 def _registered_formats() -> list[str]:
