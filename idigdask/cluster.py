@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
 
 log = logging.getLogger(__name__)
+
+#: LocalClusters started here whose dashboard is not up, yet or at all (:func:`_dashboard_later`)
+_PAGELESS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 def current_client() -> "Client | None":
@@ -65,18 +70,23 @@ def local_cluster_kwargs(n_workers: int | None = None, n_threads: int | None = N
 
     Everything listens on ``host`` only, 127.0.0.1 unless asked otherwise: the
     scheduler, the workers and nannies, and all their HTTP servers (dashboards,
-    metrics). distributed would bind a worker's HTTP server to every interface.
+    metrics). distributed would bind a worker's HTTP server to every interface. The
+    workers' HTTP servers carry no bokeh pages (:class:`~idigdask._local_worker.PagelessWorker`):
+    the scheduler's dashboard shows the workers.
     """
+    from ._local_worker import PagelessNanny, PagelessWorker
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     http = _http_address(host)
     if n_workers:
         # worker processes bind their HTTP servers to the worker's own host
         return {"n_workers": n_workers, "threads_per_worker": 1, "processes": True,
-                "dashboard_address": http, "host": host}
+                "dashboard_address": http, "host": host, "worker_class": PagelessNanny}
     # threads talk to the scheduler in-process (inproc://, no host to bind), but the
     # worker's HTTP server still listens on TCP: on every interface unless told
     return {"n_workers": 1, "threads_per_worker": n_threads or max(1, cores or 1),
-            "processes": False, "dashboard_address": http, "worker_dashboard_address": http}
+            "processes": False, "dashboard_address": http, "worker_dashboard_address": http,
+            "worker_class": PagelessWorker}
 
 
 def _http_address(host: str) -> str | list[tuple[str, int]]:
@@ -104,7 +114,8 @@ def dashboard_link(client: "Client") -> str | None:
     str or None
         The dashboard's URL, as ``distributed.dashboard.link`` formats it; otherwise
         distributed's own answer (``client.dashboard_link``), which is empty or None
-        when it knows no dashboard.
+        when it knows no dashboard. None for a LocalCluster of :func:`get_client`
+        whose dashboard has not come up (``idigdask.cluster.dashboard-after``).
 
     Examples
     --------
@@ -116,7 +127,10 @@ def dashboard_link(client: "Client") -> str | None:
     """
     from distributed.utils import format_dashboard_link
 
-    scheduler = getattr(getattr(client, "cluster", None), "scheduler", None)
+    cluster = getattr(client, "cluster", None)
+    if cluster is not None and cluster in _PAGELESS:
+        return None  # its HTTP server answers, but not with a dashboard
+    scheduler = getattr(cluster, "scheduler", None)
     server = getattr(scheduler, "http_server", None)
     address, port = getattr(server, "address", None), getattr(server, "port", None)
     if address and port and address not in ("0.0.0.0", "::", ""):
@@ -183,7 +197,9 @@ def get_client(
         The address the started LocalCluster listens on, every server of it
         (scheduler, workers, nannies, dashboards); ``"0.0.0.0"`` opens it to the
         network. The logged dashboard link is one that answers. Default:
-        ``idigdask.cluster.host``, 127.0.0.1.
+        ``idigdask.cluster.host``, 127.0.0.1. Its dashboard comes up once the work
+        has run ``idigdask.cluster.dashboard-after`` (2 s; 0: at once, ``never``):
+        a short command does not pay for importing bokeh.
     cluster : str, optional
         ``"local"``, or a batch system of dask-jobqueue whose jobs run the workers:
         ``"slurm"``, ``"sge"``, ``"pbs"``, ``"lsf"``, ``"htcondor"``, ``"oar"``,
@@ -262,12 +278,89 @@ def get_client(
     # grew a 20,000-image build's memory by a third, so this cluster keeps a few; and
     # its dashboard link names the address the dashboard listens on
     settings = {"distributed.admin.low-level-log-length": 16, **_link_on(host)}
+    after = _dashboard_after()
+    if after != 0:  # bokeh is imported when the dashboard starts, not with the cluster
+        kwargs["scheduler_kwargs"] = {"dashboard": False}
     with dask.config.set(settings), LocalCluster(**kwargs) as local, \
-            Client(local) as started:
-        log.info("started a LocalCluster of %s; dashboard %s",
-                 f"{kwargs['n_workers']} worker processes" if kwargs["processes"]
-                 else f"{kwargs['threads_per_worker']} threads", dashboard_link(started))
+            Client(local) as started, _dashboard_later(local, started, after):
+        what = (f"{kwargs['n_workers']} worker processes" if kwargs["processes"]
+                else f"{kwargs['threads_per_worker']} threads")
+        if after == 0:
+            log.info("started a LocalCluster of %s; dashboard %s", what, dashboard_link(started))
+        else:
+            log.info("started a LocalCluster of %s%s", what, "" if after is None else
+                     f"; its dashboard comes up if the work runs {after:g} s")
         yield started
+
+
+def _dashboard_after() -> float | None:
+    """Seconds of work before a started LocalCluster's dashboard (None: never)."""
+    from dask.utils import parse_timedelta
+
+    from . import config
+    from .options import OptionError
+
+    value = config.get("cluster.dashboard-after")
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "never")):
+        return None
+    try:
+        seconds = float(parse_timedelta(value, default="s"))
+    except (TypeError, ValueError, KeyError):  # KeyError: an unknown unit
+        seconds = -1.0
+    if seconds < 0:
+        raise OptionError("dashboard_after", f"{value!r} is not a duration (2s, 0, never)")
+    return seconds
+
+
+@contextlib.contextmanager
+def _dashboard_later(local: Any, client: "Client", after: float | None) -> Iterator[None]:
+    """Start ``local``'s scheduler dashboard once the block has run ``after`` seconds.
+
+    The dashboard's bokeh pages cost about 0.3 s of imports, more than a short command
+    runs: it is started, and its link logged, only when the work lasts. Its HTTP
+    server listens from the start, so the link is the same. ``after`` 0 or None:
+    nothing to start (it started with the cluster, or never does).
+    """
+    if after == 0:
+        yield
+        return
+    _PAGELESS.add(local)
+    if after is None:
+        yield
+        return
+    done = threading.Event()
+
+    def start() -> None:
+        if done.wait(after):
+            return
+        try:  # in this thread: the scheduler's loop goes on meanwhile
+            import distributed.dashboard.scheduler as pages
+        except ImportError:  # no bokeh: distributed has no dashboard either
+            return
+
+        def connect() -> None:  # on the scheduler's loop, as distributed does it
+            if done.is_set():
+                return
+            scheduler = local.scheduler
+            prefix = local.scheduler_spec["options"].get("http_prefix", "/")
+            try:
+                pages.connect(scheduler.http_application, scheduler.http_server, scheduler,
+                              prefix=prefix)
+            except Exception as exc:  # the work goes on without its dashboard
+                log.warning("the dashboard did not start: %s", exc)
+                return
+            _PAGELESS.discard(local)
+            log.info("dashboard %s", dashboard_link(client))
+
+        local.loop.add_callback(connect)
+
+    starter = threading.Thread(target=start, name="idigdask-dashboard", daemon=True)
+    starter.start()
+    try:
+        yield
+    finally:
+        done.set()
+        starter.join()
 
 
 @contextlib.contextmanager

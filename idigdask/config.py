@@ -33,8 +33,10 @@ _FALSE = {"false", "no", "off", "0", ""}
 
 
 def _register() -> dict:
+    # libyaml's safe loader where PyYAML has it: the same answer in a tenth of the time
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with DEFAULTS_FILE.open(encoding="utf-8") as f:
-        defaults = yaml.safe_load(f)
+        defaults = yaml.load(f, Loader=loader)  # noqa: S506 - a safe loader
     dask.config.update_defaults(defaults)
     return defaults
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 
@@ -31,8 +32,9 @@ def test_program_exits_with_the_commands_code(tmp_path):
 
 
 def test_a_build_keeps_the_libraries_it_never_uses_out(tmp_path):
-    """``idigdask build`` runs without importing ``sparse`` (and numba), which
-    dask.array would import only to register sparse arrays."""
+    """``idigdask build`` runs without importing ``sparse`` (and numba) or xarray,
+    which dask.array would import only to register their types, nor bokeh, whose
+    dashboard waits for work that lasts."""
     import numpy as np
 
     from idigdask.synthetic import encode_jpeg
@@ -42,15 +44,18 @@ def test_a_build_keeps_the_libraries_it_never_uses_out(tmp_path):
     (tmp_path / "one.csv").write_text(f"url\n{image}\n")
     probe = ("import atexit, sys, importlib.util\n"
              "atexit.register(lambda: print('SPARSE', sys.modules.get('sparse', 'absent'), "
-             "importlib.util.find_spec('sparse'), 'numba' in sys.modules, file=sys.stderr))\n"
+             "importlib.util.find_spec('sparse'), 'numba' in sys.modules, "
+             "sys.modules.get('xarray', 'absent'), 'bokeh' in sys.modules, file=sys.stderr))\n"
              "from idigdask.cli import entry\nentry()\n")
     done = subprocess.run([sys.executable, "-c", probe, "build", str(tmp_path / "one.csv"),
                            "-o", str(tmp_path / "s.zarr"), "--url-column", "url",
                            "--allow-local", "--no-progress", "--json"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          # a loaded machine may take 2 s: the dashboard's wait, made sure
+                          env={**os.environ, "DASK_IDIGDASK__CLUSTER__DASHBOARD_AFTER": "60s"})
     assert done.returncode == 0, done.stderr
     import json
 
     summary = json.loads(done.stdout)
     assert summary["images"] == 1 and summary["status"]["ok"] == 1
-    assert "SPARSE None None False" in done.stderr
+    assert "SPARSE None None False None False" in done.stderr

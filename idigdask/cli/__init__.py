@@ -27,7 +27,7 @@ COMMANDS = ("synth", "catalog", "build", "ledger", "report", "train", "evaluate"
 #: The libraries each command loads anyway, imported up front by :func:`entry`.
 #: Keras is left to the commands: TensorFlow logs to stderr as it loads, which would
 #: come before the one line of a user mistake.
-_DASK = ("dask.dataframe", "distributed", "distributed.dashboard.scheduler")
+_DASK = ("dask.dataframe", "distributed")
 #: What a build's tasks load on the in-process worker: the store, the HTTP client, the
 #: decoders and the DCT of the perceptual hash.
 _MEDIA = ("zarr", "aiohttp", "PIL.Image", "simplejpeg", "imagehash", "scipy.fftpack",
@@ -47,9 +47,10 @@ STACKS: dict[str, tuple[str, ...]] = {
 #: Libraries a command's stack would import and the command never uses. dask.array
 #: imports ``sparse`` (and with it numba: about 0.15 s of a build's 2 s start-up)
 #: wherever it is installed, as dask-ml's dask-glm installs it, only to register its
-#: array type; a build makes no sparse arrays. Kept out of the process, they look
-#: not installed (``importlib.util.find_spec`` gives None).
-UNUSED: dict[str, tuple[str, ...]] = {"build": ("sparse",)}
+#: array type, and xarray (about 40 ms) for the same reason; a build makes neither
+#: sparse arrays nor xarray objects. Kept out of the process, they look not installed
+#: (``importlib.util.find_spec`` gives None).
+UNUSED: dict[str, tuple[str, ...]] = {"build": ("sparse", "xarray")}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -48,7 +48,7 @@ def test_local_cluster_kwargs():
 
 
 LISTENING = r"""
-import json, logging, re, sys, urllib.request
+import json, logging, re, sys, time, urllib.request
 import psutil  # a dependency of distributed
 from idigdask.cluster import get_client
 
@@ -73,7 +73,11 @@ logging.getLogger("idigdask.cluster").setLevel(logging.INFO)
 if __name__ == "__main__":
     with get_client(**json.loads(sys.argv[1])) as client:
         client.wait_for_workers(len(client.nthreads()) or 1, timeout=60)
-        (link,) = re.findall(r"dashboard (\S+)", " ".join(Links.seen))
+        deadline = time.monotonic() + 60  # the dashboard comes up after 2 s of work
+        while not re.findall(r"dashboard (http\S+)", " ".join(Links.seen)) and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        (link,) = re.findall(r"dashboard (http\S+)", " ".join(Links.seen))
         seen = {"sockets": listening(), "link": link, "client_link": client.dashboard_link}
         for name in ("link", "client_link"):
             try:
@@ -100,6 +104,54 @@ def test_local_cluster_listens_on_loopback_only(tmp_path, kwargs):
     # the link printed is the one that answers, and the client's own agrees
     assert seen["link"].startswith("http://127.0.0.1:") and seen["link_status"] == 200, seen
     assert seen["client_link"] == seen["link"] and seen["client_link_status"] == 200, seen
+
+
+SHORT = r"""
+import json, sys
+import dask
+from idigdask.cluster import cluster_summary, dashboard_link, get_client
+
+with dask.config.set({"idigdask.cluster.dashboard-after": sys.argv[1]}):
+    with get_client(n_threads=1) as client:
+        link = dashboard_link(client)
+        summary = cluster_summary(client)
+        worker = type(next(iter(client.cluster.workers.values()))).__name__
+print(json.dumps({"link": link, "summary": summary["dashboard"], "worker": worker,
+                  "bokeh": "bokeh" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("after", ["30s", "never", "0"])
+def test_the_dashboard_waits_for_work_that_lasts(tmp_path, after):
+    pytest.importorskip("bokeh")
+    script = tmp_path / "short.py"
+    script.write_text(SHORT)
+    done = subprocess.run([sys.executable, str(script), after],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    # a worker's own HTTP server never carries bokeh pages
+    assert seen["worker"] == "PagelessWorker"
+    if after == "0":  # at once, as distributed starts it
+        assert seen["bokeh"] and seen["link"].startswith("http://127.0.0.1:")
+        assert seen["summary"] == seen["link"]
+    else:  # a block shorter than the wait never imports bokeh, nor names a link
+        assert not seen["bokeh"] and seen["link"] is None and seen["summary"] is None
+        assert "dashboard" not in done.stderr or "comes up if" in done.stderr
+
+
+def test_dashboard_after_must_be_a_duration():
+    import dask
+
+    from idigdask.cluster import _dashboard_after
+    from idigdask.options import OptionError
+
+    for value, seconds in [("2s", 2.0), (0, 0.0), ("500ms", 0.5), ("never", None), (None, None)]:
+        with dask.config.set({"idigdask.cluster.dashboard-after": value}):
+            assert _dashboard_after() == seconds
+    with dask.config.set({"idigdask.cluster.dashboard-after": "soon"}), \
+            pytest.raises(OptionError, match="dashboard_after"):
+        _dashboard_after()
 
 
 def test_host_reaches_every_server():
