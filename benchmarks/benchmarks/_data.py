@@ -439,8 +439,8 @@ def start_cluster(workers: int, processes: bool = True):
     from idigdask.cluster import local_cluster_kwargs
 
     kwargs = local_cluster_kwargs(workers)
-    if not processes:
-        kwargs.update(processes=False)
+    if not processes:  # workers without nannies: the in-process cluster's worker class
+        kwargs.update(processes=False, worker_class=local_cluster_kwargs()["worker_class"])
         kwargs.pop("host", None)  # the in-process transport has no host to bind
     cluster = LocalCluster(**kwargs)
     return cluster, Client(cluster)
